@@ -1,0 +1,1 @@
+"""The lanchat wire protocols, sans-I/O: bytes in, typed events out."""

@@ -1,0 +1,1 @@
+"""lanchatctl: the lanchat administrator's tool."""

@@ -1,0 +1,1 @@
+"""lanchatd: the single-loop lanchat daemon."""
