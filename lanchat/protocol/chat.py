@@ -1,0 +1,599 @@
+"""The chat protocol (TCP, port 5000), sans-I/O.
+
+Theory of operation
+-------------------
+Framing is one UTF-8 line per message, ended by ``\\n`` (a ``\\r`` before it is
+ignored).  On connect the server sends one greeting line::
+
+    LANCHAT/1 ready Welcome to lab (lanchatd 0.1.0). Enter the room PIN:
+
+It is readable by a person with ``nc`` and names the protocol and its highest version
+for a program, the way SMTP's 220 line does.  The client's first line decides the mode
+of the whole connection: a line starting with ``{`` is JSON mode (it must be a
+``hello``), anything else is plain-text mode, where that first line is the room PIN.
+
+The codecs here never touch a socket.  Each has the three verbs of h11:
+``receive_data(bytes)`` feeds received bytes (``b""`` means end of file),
+``next_event()`` hands back the next typed event (``None`` when more bytes are
+needed, ``ConnectionClosed`` after end of file) and ``send(event)`` returns the bytes
+to write.  Bad input raises ``RemoteProtocolError`` for that line only; the codec stays
+usable for the next line.
+
+Every event is a small frozen dataclass that validates itself, so a ``Join`` with an
+empty name or a 10 kB PIN cannot exist.  docs/protocol.md is the reference.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple, Type, Union
+
+from lanchat.protocol import rules
+from lanchat.protocol.errors import LocalProtocolError, RemoteProtocolError
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS: Tuple[int, ...] = (1,)
+GREETING_MAGIC = "LANCHAT/"
+DEFAULT_MAX_LINE = 4096
+PIN_MAX_DIGITS = 64  # the hard ceiling; the server's configured length applies within it
+GREETING_STATUSES = ("ready", "standby", "stopped", "full", "busy")
+STATES = ("active", "standby", "stopped")
+
+
+def _validated(check: Callable[[], Any]) -> Any:
+    """Run a rule check while constructing an event: our own bad values are local errors."""
+    try:
+        return check()
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(exc.code, exc.message) from None
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise LocalProtocolError("bad_request", what)
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Event:
+    TYPE: ClassVar[str] = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"type": self.TYPE}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or (f.name in _OMIT_IF_FALSE and not value):
+                continue
+            key = "from" if f.name == "sender" else f.name
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+_OMIT_IF_FALSE = frozenset({"action", "history", "reason", "ref", "token", "client", "id"})
+
+
+# ---- client to server
+
+
+@dataclass(frozen=True)
+class Hello(Event):
+    TYPE: ClassVar[str] = "hello"
+    versions: Tuple[int, ...] = SUPPORTED_VERSIONS
+    client: str = ""
+
+    def __post_init__(self) -> None:
+        _need(
+            isinstance(self.versions, tuple)
+            and 0 < len(self.versions) <= 16
+            and all(type(v) is int and 0 < v < 1000 for v in self.versions),
+            "hello.versions must be a list of 1 to 16 protocol version numbers.",
+        )
+        _need(isinstance(self.client, str) and len(self.client) <= 100,
+              "hello.client must be a string of at most 100 characters.")
+
+
+@dataclass(frozen=True)
+class Join(Event):
+    TYPE: ClassVar[str] = "join"
+    pin: str
+    name: str
+
+    def __post_init__(self) -> None:
+        _validated(lambda: rules.check_pin(self.pin, 1, PIN_MAX_DIGITS))
+        object.__setattr__(self, "name", _validated(lambda: rules.normalize_name(self.name)))
+
+
+@dataclass(frozen=True)
+class Say(Event):
+    TYPE: ClassVar[str] = "say"
+    text: str
+    action: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", _validated(lambda: rules.check_text(self.text)))
+        _need(isinstance(self.action, bool), "say.action must be true or false.")
+
+
+@dataclass(frozen=True)
+class PrivateSay(Event):
+    TYPE: ClassVar[str] = "msg"
+    to: str
+    text: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "to", _validated(lambda: rules.normalize_name(self.to)))
+        object.__setattr__(self, "text", _validated(lambda: rules.check_text(self.text)))
+
+
+@dataclass(frozen=True)
+class Who(Event):
+    TYPE: ClassVar[str] = "who"
+
+
+@dataclass(frozen=True)
+class Quit(Event):
+    TYPE: ClassVar[str] = "quit"
+
+
+# ---- both directions
+
+
+@dataclass(frozen=True)
+class Ping(Event):
+    TYPE: ClassVar[str] = "ping"
+    token: str = ""
+
+    def __post_init__(self) -> None:
+        _need(isinstance(self.token, str) and len(self.token) <= 64,
+              "ping.token must be a string of at most 64 characters.")
+
+
+@dataclass(frozen=True)
+class Pong(Event):
+    TYPE: ClassVar[str] = "pong"
+    token: str = ""
+
+    def __post_init__(self) -> None:
+        _need(isinstance(self.token, str) and len(self.token) <= 64,
+              "pong.token must be a string of at most 64 characters.")
+
+
+# ---- client side only (plain-text mode)
+
+
+@dataclass(frozen=True)
+class TextLine(Event):
+    """One line from a plain-text client (its mode has no typed requests)."""
+
+    TYPE: ClassVar[str] = "text"
+    text: str
+
+
+@dataclass(frozen=True)
+class ConnectionClosed(Event):
+    """The peer closed its side (end of file)."""
+
+    TYPE: ClassVar[str] = "closed"
+
+
+# ---- server to client
+
+
+@dataclass(frozen=True)
+class Greeting(Event):
+    TYPE: ClassVar[str] = "greeting"
+    version: int
+    status: str
+    text: str
+
+    def line(self) -> str:
+        return f"{GREETING_MAGIC}{self.version} {self.status} {self.text}"
+
+
+@dataclass(frozen=True)
+class Welcome(Event):
+    TYPE: ClassVar[str] = "welcome"
+    version: int
+    server: str
+    server_id: str
+    name: str
+    state: str
+    pin_min: int = rules.DEFAULT_PIN_MIN
+    pin_max: int = rules.DEFAULT_PIN_MAX
+    max_line: int = DEFAULT_MAX_LINE
+
+
+@dataclass(frozen=True)
+class Joined(Event):
+    TYPE: ClassVar[str] = "joined"
+    room: str
+    name: str
+    members: Tuple[str, ...]
+    state: str = "active"
+
+
+@dataclass(frozen=True)
+class Message(Event):
+    TYPE: ClassVar[str] = "message"
+    room: str
+    seq: int
+    ts: float
+    sender: str
+    text: str
+    action: bool = False
+    history: bool = False
+
+
+@dataclass(frozen=True)
+class Private(Event):
+    TYPE: ClassVar[str] = "private"
+    ts: float
+    sender: str
+    to: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Presence(Event):
+    TYPE: ClassVar[str] = "presence"
+    room: str
+    ts: float
+    name: str
+    event: str  # "join" or "leave"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Members(Event):
+    TYPE: ClassVar[str] = "members"
+    room: str
+    members: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StateChanged(Event):
+    TYPE: ClassVar[str] = "state"
+    state: str
+    ts: float
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    TYPE: ClassVar[str] = "notice"
+    ts: float
+    text: str
+    room: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Error(Event):
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    ref: str = ""  # the type of the request that failed, when known
+
+
+@dataclass(frozen=True)
+class Bye(Event):
+    TYPE: ClassVar[str] = "bye"
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Unknown(Event):
+    """A server event of a type this client does not know (newer server): ignore it."""
+
+    TYPE: ClassVar[str] = "unknown"
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+ClientEvent = Union[Hello, Join, Say, PrivateSay, Who, Quit, Ping, Pong]
+ServerEvent = Union[
+    Greeting, Welcome, Joined, Message, Private, Presence, Members, StateChanged,
+    Notice, Error, Bye, Ping, Pong, Unknown,
+]
+
+
+# --------------------------------------------------------------------------- encoding
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_json(event: Event) -> bytes:
+    """One JSON line for ``event``."""
+    return (_dumps(event.to_dict()) + "\n").encode("utf-8")
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _str(d: Mapping[str, Any], key: str, default: Optional[str] = None) -> str:
+    value = d.get(key, default)
+    if not isinstance(value, str):
+        raise LocalProtocolError("bad_request", f"Field {key!r} must be a string.")
+    return value
+
+
+def _bool(d: Mapping[str, Any], key: str) -> bool:
+    value = d.get(key, False)
+    if not isinstance(value, bool):
+        raise LocalProtocolError("bad_request", f"Field {key!r} must be true or false.")
+    return value
+
+
+def _versions(d: Mapping[str, Any]) -> Tuple[int, ...]:
+    value = d.get("versions")
+    if not isinstance(value, list):
+        raise LocalProtocolError(
+            "bad_request", "hello needs 'versions', a list of protocol versions, e.g. [1]."
+        )
+    return tuple(value)
+
+
+_CLIENT_PARSERS: Dict[str, Callable[[Mapping[str, Any]], ClientEvent]] = {
+    "hello": lambda d: Hello(_versions(d), _str(d, "client", "")),
+    "join": lambda d: Join(_str(d, "pin"), _str(d, "name")),
+    "say": lambda d: Say(_str(d, "text"), _bool(d, "action")),
+    "msg": lambda d: PrivateSay(_str(d, "to"), _str(d, "text")),
+    "who": lambda d: Who(),
+    "quit": lambda d: Quit(),
+    "ping": lambda d: Ping(_str(d, "token", "")),
+    "pong": lambda d: Pong(_str(d, "token", "")),
+}
+
+
+def _load_object(line: str) -> Dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except RecursionError:
+        raise RemoteProtocolError("bad_json", "The JSON is nested too deeply.") from None
+    except ValueError as exc:
+        raise RemoteProtocolError("bad_json", f"The line is not valid JSON ({exc}).") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("bad_request", "Each JSON line must be an object.")
+    return obj
+
+
+def parse_client_message(line: str) -> ClientEvent:
+    """Decode one JSON line from a client into a request event."""
+    obj = _load_object(line)
+    kind = obj.get("type")
+    parser = _CLIENT_PARSERS.get(kind) if isinstance(kind, str) else None
+    if parser is None:
+        raise RemoteProtocolError(
+            "unknown_type",
+            f"Unknown message type {str(kind)[:40]!r}; "
+            f"known: {', '.join(sorted(_CLIENT_PARSERS))}.",
+        )
+    try:
+        return parser(obj)
+    except LocalProtocolError as exc:
+        raise RemoteProtocolError(exc.code, exc.message) from None
+
+
+def _tuple_of_str(value: Any) -> Tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise LocalProtocolError("bad_event", "Expected a list of strings.")
+    return tuple(value)
+
+
+_SERVER_TYPES: Dict[str, Type[Event]] = {
+    cls.TYPE: cls
+    for cls in (Welcome, Joined, Message, Private, Presence, Members, StateChanged,
+                Notice, Error, Bye, Ping, Pong)
+}
+
+
+def parse_server_message(line: str) -> ServerEvent:
+    """Decode one JSON line from the server into an event (unknown types pass as Unknown)."""
+    obj = _load_object(line)
+    kind = obj.get("type")
+    cls = _SERVER_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        return Unknown(obj)
+    kwargs: Dict[str, Any] = {}
+    for f in fields(cls):
+        key = "from" if f.name == "sender" else f.name
+        if key in obj:
+            value = obj[key]
+            kwargs[f.name] = _tuple_of_str(value) if f.name == "members" else value
+    try:
+        return cls(**kwargs)  # type: ignore[return-value]
+    except (TypeError, LocalProtocolError) as exc:
+        raise RemoteProtocolError("bad_event", f"Malformed {kind!r} event: {exc}") from None
+
+
+def parse_greeting(line: str) -> Greeting:
+    if not line.startswith(GREETING_MAGIC):
+        raise RemoteProtocolError("not_lanchat", "The server did not greet as a lanchat server.")
+    head, _, rest = line[len(GREETING_MAGIC):].partition(" ")
+    status, _, text = rest.partition(" ")
+    if not head.isdigit() or not status:
+        raise RemoteProtocolError("not_lanchat", f"Malformed greeting line: {line[:80]!r}")
+    return Greeting(int(head), status, text)
+
+
+# --------------------------------------------------------------------------- framing
+
+
+class LineReader:
+    """Splits a byte stream into lines of at most ``max_line`` bytes (newline included).
+
+    A longer line raises ``line_too_long`` once and is then skipped up to its newline,
+    without being buffered: a 10 MB line costs no more memory than a short one.
+    """
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._scan = 0  # bytes of _buf already known to hold no newline
+        self._discarding = False
+        self._eof = False
+        self._closed_reported = False
+
+    def receive_data(self, data: bytes) -> None:
+        if self._eof:
+            if data:
+                raise LocalProtocolError("closed", "Data received after end of file.")
+            return
+        if not data:
+            self._eof = True
+            return
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def next_line(self) -> Optional[bytes]:
+        """The next complete line without its line ending, or None if none is complete.
+
+        At end of file a last unterminated line is returned as if it had a newline;
+        then ``at_eof`` becomes true.
+        """
+        buf = self._buf
+        while True:
+            nl = buf.find(b"\n", self._scan)
+            if nl < 0:
+                if self._discarding:
+                    buf.clear()
+                    self._scan = 0
+                    if self._eof:
+                        self._discarding = False
+                    return None
+                if len(buf) >= self.max_line:
+                    buf.clear()
+                    self._scan = 0
+                    self._discarding = not self._eof
+                    raise RemoteProtocolError(
+                        "line_too_long", f"A line may be at most {self.max_line} bytes."
+                    )
+                self._scan = len(buf)
+                if self._eof and buf:
+                    line = bytes(buf)
+                    buf.clear()
+                    self._scan = 0
+                    return line.rstrip(b"\r")
+                return None
+            self._scan = 0
+            if self._discarding:
+                del buf[: nl + 1]
+                self._discarding = False
+                continue
+            if nl + 1 > self.max_line:
+                del buf[: nl + 1]
+                raise RemoteProtocolError(
+                    "line_too_long", f"A line may be at most {self.max_line} bytes."
+                )
+            line = bytes(buf[:nl])
+            del buf[: nl + 1]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            return line
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and not self._buf
+
+
+def _decode_utf8(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RemoteProtocolError(
+            "bad_utf8", f"The line is not valid UTF-8 (byte {exc.start})."
+        ) from None
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+class ServerCodec:
+    """The server's side of one chat connection.
+
+    ``mode`` is None until the first non-empty line, then "json" or "text".  In JSON
+    mode ``next_event`` returns request events; in text mode it returns ``TextLine``
+    for every non-empty line (the daemon's core knows what a line means at each step
+    of the plain-text dialogue).
+    """
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self._reader = LineReader(max_line)
+        self.mode: Optional[str] = None
+        self._closed_sent = False
+
+    @property
+    def max_line(self) -> int:
+        return self._reader.max_line
+
+    @max_line.setter
+    def max_line(self, value: int) -> None:
+        self._reader.max_line = value
+
+    @property
+    def buffered(self) -> int:
+        return self._reader.buffered
+
+    def receive_data(self, data: bytes) -> None:
+        self._reader.receive_data(data)
+
+    def next_event(self) -> Union[ClientEvent, TextLine, ConnectionClosed, None]:
+        while True:
+            raw = self._reader.next_line()
+            if raw is None:
+                if self._reader.at_eof and not self._closed_sent:
+                    self._closed_sent = True
+                    return ConnectionClosed()
+                return None
+            line = _decode_utf8(raw)
+            if not line.strip():
+                continue
+            if self.mode is None:
+                self.mode = "json" if line.lstrip().startswith("{") else "text"
+            if self.mode == "text":
+                return TextLine(line.strip())
+            return parse_client_message(line)
+
+    def send(self, event: Event) -> bytes:
+        if self.mode == "text":
+            raise LocalProtocolError("wrong_mode", "Use lanchat.protocol.text for text mode.")
+        return encode_json(event)
+
+
+class ClientCodec:
+    """The client's side of a chat connection (JSON mode).
+
+    The first event is always the server's ``Greeting``; after that, server events.
+    """
+
+    def __init__(self, max_line: int = 1 << 20) -> None:
+        self._reader = LineReader(max_line)
+        self._greeted = False
+        self._closed_sent = False
+
+    def receive_data(self, data: bytes) -> None:
+        self._reader.receive_data(data)
+
+    def next_event(self) -> Union[ServerEvent, ConnectionClosed, None]:
+        while True:
+            raw = self._reader.next_line()
+            if raw is None:
+                if self._reader.at_eof and not self._closed_sent:
+                    self._closed_sent = True
+                    return ConnectionClosed()
+                return None
+            line = _decode_utf8(raw)
+            if not line.strip():
+                continue
+            if not self._greeted:
+                self._greeted = True
+                return parse_greeting(line)
+            return parse_server_message(line)
+
+    def send(self, event: Event) -> bytes:
+        return encode_json(event)

@@ -1,0 +1,138 @@
+"""Discovery (UDP, port 5001), sans-I/O.
+
+Two probes are answered, each by one unicast datagram to the sender:
+
+* the original design's ASCII probe ``DISCOVER_SERVER``, answered ``SERVER_HERE``
+  byte for byte;
+* the versioned JSON probe ``{"type":"discover","version":1,"nonce":"..."}``, answered
+  by an ``announce`` object naming the server, its TCP port and its state, with the
+  probe's nonce so the client can match answers to its probe.
+
+Anything else, and anything longer than ``MAX_DATAGRAM``, is a ``RemoteProtocolError``
+that the daemon counts and otherwise ignores (no reply: a reply to garbage would make
+the daemon a reflector).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Tuple, Union
+
+from lanchat.protocol.chat import STATES
+from lanchat.protocol.errors import LocalProtocolError, RemoteProtocolError
+
+DISCOVERY_VERSION = 1
+LEGACY_PROBE = b"DISCOVER_SERVER"
+LEGACY_REPLY = b"SERVER_HERE"
+MAX_DATAGRAM = 512
+MAX_NONCE = 64
+SUPPORTED_VERSIONS: Tuple[int, ...] = (1,)
+
+
+@dataclass(frozen=True)
+class LegacyProbe:
+    pass
+
+
+@dataclass(frozen=True)
+class Probe:
+    nonce: str
+    version: int = DISCOVERY_VERSION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.nonce, str) or not 1 <= len(self.nonce) <= MAX_NONCE:
+            raise LocalProtocolError("bad_probe", f"nonce must be 1 to {MAX_NONCE} characters.")
+        if type(self.version) is not int or self.version < 1:
+            raise LocalProtocolError("bad_probe", "version must be a positive integer.")
+
+
+@dataclass(frozen=True)
+class Announce:
+    nonce: str
+    server_id: str
+    name: str
+    port: int
+    state: str
+    server_version: str
+    version: int = DISCOVERY_VERSION
+
+    def __post_init__(self) -> None:
+        ok = (
+            isinstance(self.nonce, str)
+            and isinstance(self.server_id, str) and 0 < len(self.server_id) <= 64
+            and isinstance(self.name, str) and len(self.name) <= 64
+            and type(self.port) is int and 0 < self.port < 65536
+            and self.state in STATES
+            and isinstance(self.server_version, str) and len(self.server_version) <= 32
+            and type(self.version) is int
+        )
+        if not ok:
+            raise LocalProtocolError("bad_announce", "Malformed announce fields.")
+
+
+def encode_probe(nonce: str) -> bytes:
+    Probe(nonce)
+    return json.dumps(
+        {"type": "discover", "version": DISCOVERY_VERSION, "nonce": nonce},
+        separators=(",", ":"),
+    ).encode()
+
+
+def parse_probe(data: bytes) -> Union[Probe, LegacyProbe]:
+    """Decode a datagram received by the server."""
+    if len(data) > MAX_DATAGRAM:
+        raise RemoteProtocolError("too_large", f"Probe of {len(data)} bytes is too large.")
+    if data.rstrip(b"\r\n") == LEGACY_PROBE:
+        return LegacyProbe()
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise RemoteProtocolError("bad_probe", "Probe is neither DISCOVER_SERVER nor JSON.") from None
+    if not isinstance(obj, dict) or obj.get("type") != "discover":
+        raise RemoteProtocolError("bad_probe", "JSON probe must be an object of type 'discover'.")
+    try:
+        return Probe(obj.get("nonce"), obj.get("version", DISCOVERY_VERSION))  # type: ignore[arg-type]
+    except LocalProtocolError as exc:
+        raise RemoteProtocolError(exc.code, exc.message) from None
+
+
+def encode_announce(announce: Announce) -> bytes:
+    return json.dumps(
+        {
+            "type": "announce",
+            "version": announce.version,
+            "nonce": announce.nonce,
+            "server_id": announce.server_id,
+            "name": announce.name,
+            "port": announce.port,
+            "state": announce.state,
+            "server_version": announce.server_version,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode("utf-8")
+
+
+def parse_announce(data: bytes) -> Announce:
+    """Decode a datagram received by a client in answer to its JSON probe."""
+    if len(data) > 4 * MAX_DATAGRAM:
+        raise RemoteProtocolError("too_large", "Announce is too large.")
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise RemoteProtocolError("bad_announce", "Answer is not JSON.") from None
+    if not isinstance(obj, dict) or obj.get("type") != "announce":
+        raise RemoteProtocolError("bad_announce", "Answer is not an announce.")
+    try:
+        return Announce(
+            nonce=obj.get("nonce"),  # type: ignore[arg-type]
+            server_id=obj.get("server_id"),  # type: ignore[arg-type]
+            name=obj.get("name"),  # type: ignore[arg-type]
+            port=obj.get("port"),  # type: ignore[arg-type]
+            state=obj.get("state"),  # type: ignore[arg-type]
+            server_version=obj.get("server_version"),  # type: ignore[arg-type]
+            version=obj.get("version", DISCOVERY_VERSION),
+        )
+    except LocalProtocolError as exc:
+        raise RemoteProtocolError(exc.code, exc.message) from None
