@@ -1,0 +1,448 @@
+"""The daemon's activity log: a ring in memory and a size-rotated file of JSON lines.
+
+Theory of operation
+-------------------
+Every event the daemon wants an administrator to see (start and stop, state changes,
+connects, joins, leaves, kicks, closed rooms, refused joins, protocol errors, admin
+actions with who did them) becomes one *entry*: a flat dict ``{"seq", "ts", "event",
+**fields}``.  ``seq`` counts from 1 in each run of the daemon and never skips, so a
+reader (``lanchatctl log --follow``) can ask for "everything after N" and notice gaps.
+
+An entry goes three places, in this order:
+
+1. the ring, a bounded deque that ``tail()`` and ``since()`` read;
+2. the file, through a queue of lines not yet written (see below);
+3. the subscribers, plain callbacks that the control socket uses to stream entries.
+
+The file is written with ``logging.handlers.RotatingFileHandler``, driven directly: we
+build the ``LogRecord`` and call ``emit`` ourselves, and the logger tree (root logger,
+``basicConfig``, propagation) is never involved.  The handler opens the file, decides
+nothing about errors, and rotates with the standard ``activity.log.1 ... .N`` names.
+Our subclass changes how one line reaches the disk: it writes the encoded line with
+``os.write`` on the file's descriptor instead of through the text buffer.  That is what
+makes a failed write undoable: when a write stops half-way (disk full, file size limit),
+we know the size the file had before the line and cut it back with ``ftruncate``, so the
+file never holds half a record and a later retry never writes a piece twice.  Errors are
+raised to us, never passed to ``handleError`` (which would print a traceback).
+
+Faults of the host.  A line that cannot be written stays first in the queue, and the
+daemon carries on: the entry is already in the ring and with the subscribers.  The first
+failure of an outage is said once on stderr, with the file and the OS error.  ``record()``
+tries again at most once a second (of the ``now`` it is given) and ``retry()``, which the
+loop calls about once a second, tries every time; each try reopens the file and recreates
+its directory if it vanished.  When the queue is empty again, stderr says once that
+writing resumed.  The queue holds at most ``max_pending`` records; past that, newer records
+are dropped from the file only (they remain in the ring while it holds them), and the file
+gets one ``activity_log_records_lost`` line, without a ``seq`` of its own, at the place
+of the gap, naming how many records and which sequence numbers are missing.
+
+A file that was deleted while open (its link count is 0: someone removed the directory
+or the file) is noticed before each write and replaced, so no record goes into a deleted
+file.  A file that was *moved* (logrotate) is kept until ``reopen()``, which the daemon
+calls on SIGHUP, as logrotate expects.
+
+Writing past ``RLIMIT_FSIZE`` raises SIGXFSZ, which kills a process by default; the loop
+ignores that signal at start, and the write then fails with EFBIG like any other fault.
+
+The daemon is single-threaded, so nothing here takes a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import json
+import logging
+import logging.handlers
+import os
+import stat
+import sys
+from collections import deque
+from collections.abc import Callable
+from io import TextIOWrapper
+from typing import Any, TextIO
+
+Entry = dict[str, Any]
+
+#: Records waiting for the file, at most; past this, the file misses records (counted).
+MAX_PENDING = 100_000
+#: Seconds between two write attempts made by ``record()`` while the file is failing.
+RETRY_INTERVAL = 1.0
+#: Event name of the line that stands for records the file lost.
+RECORDS_LOST_EVENT = "activity_log_records_lost"
+
+_DIR_MODE = 0o750
+_FILE_MODE = 0o640
+_RESERVED = ("seq", "ts", "event")
+# json.dumps(ensure_ascii=False) leaves these raw, and str.splitlines() breaks lines on
+# them; escaped, a record stays one line for every reader.  They can occur only inside
+# JSON strings, where the \\u form means the same character.
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def _opener(path: str, flags: int) -> int:
+    return os.open(path, flags, _FILE_MODE)
+
+
+class _RotatingFile(logging.handlers.RotatingFileHandler):
+    """RotatingFileHandler that writes each line whole or not at all, and raises on failure.
+
+    Rotation (the ``.1 ... .N`` renames) is the base class's ``doRollover``.  The size test
+    is ours: it counts bytes, not characters, never rotates an empty file, and follows the
+    documented rule that a max size or a backup count of 0 means no rotation.
+    """
+
+    def __init__(self, path: str, max_bytes: int, backups: int,
+                 on_replaced: Callable[[str], None]) -> None:
+        super().__init__(path, mode="a", maxBytes=max_bytes, backupCount=backups,
+                         encoding="utf-8", delay=True)
+        self._on_replaced = on_replaced
+        # The open file may end in the middle of a line (a crash, or a cut that failed):
+        # then the next line starts with a newline so that it stands on its own.
+        self._needs_newline = False
+
+    def _open(self) -> TextIOWrapper:
+        # The handler keeps the file open between records, so no `with` here.  Mode a+
+        # so that the last byte can be read back; writes go to the end all the same.
+        try:
+            stream = open(self.baseFilename, "a+", encoding="utf-8", opener=_opener)  # noqa: SIM115
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(self.baseFilename), mode=_DIR_MODE, exist_ok=True)
+            stream = open(self.baseFilename, "a+", encoding="utf-8", opener=_opener)  # noqa: SIM115
+        try:
+            fd = stream.fileno()
+            st = os.fstat(fd)
+            self._needs_newline = (stat.S_ISREG(st.st_mode) and st.st_size > 0
+                                   and os.pread(fd, 1, st.st_size - 1) != b"\n")
+        except OSError:
+            stream.close()
+            raise
+        return stream
+
+    def close_stream(self) -> None:
+        """Close the file (nothing is buffered: lines go straight to the descriptor)."""
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+    def _current(self) -> tuple[TextIOWrapper, os.stat_result]:
+        if self.stream is not None:
+            st = os.fstat(self.stream.fileno())
+            if st.st_nlink > 0:
+                return self.stream, st
+            self.close_stream()
+            self._on_replaced(self.baseFilename)
+        self.stream = self._open()
+        return self.stream, os.fstat(self.stream.fileno())
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # The base classes would print a traceback to stderr; the caller handles errors.
+        exc = sys.exc_info()[1]
+        if exc is not None:
+            raise exc
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Append the record's line; raise OSError, with the file unchanged, if that fails."""
+        data = (self.format(record) + self.terminator).encode("utf-8")
+        stream, st = self._current()
+        if (self.maxBytes > 0 and self.backupCount > 0 and stat.S_ISREG(st.st_mode)
+                and st.st_size > 0 and st.st_size + len(data) > self.maxBytes):
+            self.doRollover()
+            stream, st = self._current()
+        if self._needs_newline:
+            data = b"\n" + data
+        fd = stream.fileno()
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(fd, view)
+                if written <= 0:
+                    raise OSError(errno.EIO, os.strerror(errno.EIO), self.baseFilename)
+                view = view[written:]
+        except OSError:
+            if len(view) < len(data) and stat.S_ISREG(st.st_mode):
+                # If this fails the partial line stays; the next file opened then
+                # starts with a newline, so the records that follow are whole.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, st.st_size)
+            self.close_stream()
+            raise
+        self._needs_newline = False
+
+
+class _Gap:
+    """Records the queue had no room for: written to the file as one line in their place."""
+
+    __slots__ = ("count", "first_seq", "last_seq", "ts")
+
+    def __init__(self, seq: int, ts: float) -> None:
+        self.first_seq = self.last_seq = seq
+        self.count = 1
+        self.ts = ts
+
+    def line(self) -> str:
+        return json.dumps({"ts": self.ts, "event": RECORDS_LOST_EVENT, "count": self.count,
+                           "first_seq": self.first_seq, "last_seq": self.last_seq},
+                          separators=(",", ":"))
+
+
+def _check_sizes(ring_size: int, max_bytes: int, backups: int) -> None:
+    for name, value in (("ring_size", ring_size), ("max_bytes", max_bytes),
+                        ("backups", backups)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"activity log {name} must be an integer >= 0, not {value!r}")
+
+
+def _dump(entry: Entry, ensure_ascii: bool) -> tuple[str, bool]:
+    """JSON text of ``entry`` and whether a value had to be converted with str()."""
+    converted = False
+
+    def as_text(value: object) -> str:
+        nonlocal converted
+        converted = True
+        return str(value)
+
+    text = json.dumps(entry, ensure_ascii=ensure_ascii, separators=(",", ":"),
+                      default=as_text)
+    return text, converted
+
+
+def _encode(entry: Entry) -> tuple[str, bool]:
+    text, converted = _dump(entry, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (undecodable bytes kept by surrogateescape) has no UTF-8 form;
+        # the \\u escapes of ensure_ascii keep the line valid and lose nothing.
+        text, converted = _dump(entry, ensure_ascii=True)
+    return text.translate(_LINE_BREAKS), converted
+
+
+class ActivityLog:
+    """The ring, the file and the subscribers of the daemon's activity log."""
+
+    def __init__(self, *, ring_size: int = 1000, path: str | None = None,
+                 max_bytes: int = 1048576, backups: int = 5, stderr: TextIO | None = None,
+                 max_pending: int = MAX_PENDING) -> None:
+        _check_sizes(ring_size, max_bytes, backups)
+        if max_pending < 1:
+            raise ValueError(f"activity log max_pending must be >= 1, not {max_pending!r}")
+        self._ring: deque[Entry] = deque(maxlen=ring_size)
+        self._seq = 0
+        self._stderr = stderr
+        self._subscribers: dict[int, Callable[[Entry], None]] = {}
+        self._subscriber_ids = itertools.count(1)
+        self._file: _RotatingFile | None = None
+        if path is not None:
+            self._file = _RotatingFile(path, max_bytes, backups, self._file_replaced)
+        # Lines not yet in the file, oldest first, and gaps where the queue was full.
+        self._pending: deque[str | _Gap] = deque()
+        self._pending_records = 0
+        self._max_pending = max_pending
+        self._now = 0.0
+        # The current outage, if any: what was said on stderr and what it cost.
+        self._failing = False
+        self._next_attempt = 0.0
+        self._reported: set[int | None] = set()
+        self._said_full = False
+        self._delayed = 0
+        self._lost = 0
+
+    @property
+    def path(self) -> str | None:
+        """Absolute path of the file, or None when the log is kept in memory only."""
+        return None if self._file is None else self._file.baseFilename
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def record(self, now: float, event: str, **fields: Any) -> Entry:
+        """Record one event at time ``now``; return its entry.
+
+        Field values should be JSON types; anything else (an address object, say) is
+        stored and written as its str().  Raises ValueError, and records nothing, if a
+        field is named seq or ts or cannot be written as JSON (a circular structure).
+        """
+        for name in _RESERVED:
+            if name in fields:
+                raise ValueError(f"activity log field name {name!r} is reserved")
+        entry: Entry = {"seq": self._seq + 1, "ts": now, "event": event, **fields}
+        line, converted = _encode(entry)
+        if converted:
+            entry = json.loads(line)
+        self._seq += 1
+        self._now = now
+        self._ring.append(entry)
+        if self._file is not None:
+            if self._pending_records >= self._max_pending and self._may_try(now):
+                self._flush(now)
+            self._enqueue(entry, line, now)
+            if self._may_try(now):
+                self._flush(now)
+        self._notify(entry)
+        return entry
+
+    def tail(self, n: int | None = None) -> list[Entry]:
+        """The last ``n`` entries in the ring (all of them if None), oldest first."""
+        if n is None:
+            return list(self._ring)
+        if n <= 0:
+            return []
+        return list(itertools.islice(self._ring, max(0, len(self._ring) - n), None))
+
+    def since(self, seq: int) -> list[Entry]:
+        """Entries with a sequence number above ``seq`` still in the ring, oldest first."""
+        if not self._ring:
+            return []
+        start = max(0, seq - self._ring[0]["seq"] + 1)
+        return list(itertools.islice(self._ring, start, None))
+
+    def subscribe(self, callback: Callable[[Entry], None]) -> Callable[[], None]:
+        """Call ``callback`` with each new entry; return the function that stops it.
+
+        A callback that raises is removed, and that is said on stderr; the exception
+        never reaches the caller of ``record()``.
+        """
+        key = next(self._subscriber_ids)
+        self._subscribers[key] = callback
+
+        def unsubscribe() -> None:
+            self._subscribers.pop(key, None)
+
+        return unsubscribe
+
+    def reconfigure(self, *, ring_size: int, max_bytes: int, backups: int) -> None:
+        """Apply new sizes (on reload); the newest entries that fit stay in the ring."""
+        _check_sizes(ring_size, max_bytes, backups)
+        if ring_size != self._ring.maxlen:
+            self._ring = deque(self._ring, maxlen=ring_size)
+        if self._file is not None:
+            self._file.maxBytes = max_bytes
+            self._file.backupCount = backups
+
+    def reopen(self) -> None:
+        """Close the file; the next write opens the path afresh (after logrotate moved it)."""
+        if self._file is not None:
+            self._file.close_stream()
+            self._next_attempt = self._now
+
+    def retry(self, now: float) -> None:
+        """Try again to write what is waiting (the loop calls this about once a second)."""
+        self._now = now
+        if self._file is not None and self._pending:
+            self._flush(now)
+
+    def pending(self) -> int:
+        """Records not yet written to the file."""
+        return self._pending_records
+
+    def close(self) -> None:
+        """Write what can be written, say on stderr what could not, and close the file."""
+        if self._file is None:
+            return
+        if self._pending:
+            self._flush(self._now)
+        if self._pending_records:
+            self._say(f"lanchatd: activity log {self._file.baseFilename}: "
+                      f"{self._pending_records} record(s) could not be written and are lost")
+            self._pending.clear()
+            self._pending_records = 0
+        self._file.close()
+
+    # -- the file's queue ------------------------------------------------------------
+
+    def _may_try(self, now: float) -> bool:
+        return not self._failing or now >= self._next_attempt
+
+    def _enqueue(self, entry: Entry, line: str, now: float) -> None:
+        if self._pending_records < self._max_pending:
+            self._pending.append(line)
+            self._pending_records += 1
+            return
+        self._lost += 1
+        last = self._pending[-1]
+        if isinstance(last, _Gap):
+            last.count += 1
+            last.last_seq = entry["seq"]
+        else:
+            self._pending.append(_Gap(entry["seq"], now))
+        if not self._said_full:
+            self._said_full = True
+            self._say(f"lanchatd: activity log {self.path}: {self._max_pending} records are "
+                      "waiting to be written; newer ones will be missing from the file "
+                      "(a line there will count them)")
+
+    def _flush(self, now: float) -> None:
+        assert self._file is not None
+        while self._pending:
+            item = self._pending[0]
+            line = item if isinstance(item, str) else item.line()
+            record = logging.LogRecord("lanchatd.activity", logging.INFO, __file__, 0,
+                                       line, None, None)
+            try:
+                self._file.emit(record)
+            except OSError as exc:
+                self._failed(now, exc)
+                return
+            self._pending.popleft()
+            if isinstance(item, str):
+                self._pending_records -= 1
+                if self._failing:
+                    self._delayed += 1
+        if self._failing:
+            self._resumed()
+
+    def _failed(self, now: float, exc: OSError) -> None:
+        self._failing = True
+        self._next_attempt = now + RETRY_INTERVAL
+        if exc.errno in self._reported:
+            return
+        self._reported.add(exc.errno)
+        if exc.errno is not None:
+            reason = f"{os.strerror(exc.errno)} ({errno.errorcode.get(exc.errno, exc.errno)})"
+        else:
+            reason = str(exc)
+        where = ""
+        if exc.filename is not None and os.fspath(exc.filename) != self.path:
+            where = f" at {os.fsdecode(exc.filename)}"
+        self._say(f"lanchatd: cannot write the activity log {self.path}: {reason}{where}; "
+                  "records are kept in memory and the write is retried")
+
+    def _resumed(self) -> None:
+        lost = f", {self._lost} lost (the queue was full)" if self._lost else ""
+        self._say(f"lanchatd: activity log {self.path}: writing resumed; "
+                  f"{self._delayed} delayed record(s) written{lost}")
+        self._failing = False
+        self._reported.clear()
+        self._said_full = False
+        self._delayed = 0
+        self._lost = 0
+
+    def _file_replaced(self, path: str) -> None:
+        self._say(f"lanchatd: activity log {path} was deleted while open; "
+                  "writing to a new file at that path")
+
+    # -- subscribers and stderr ------------------------------------------------------
+
+    def _notify(self, entry: Entry) -> None:
+        for key, callback in list(self._subscribers.items()):
+            if key not in self._subscribers:
+                continue  # unsubscribed by an earlier callback for this same entry
+            try:
+                callback(entry)
+            except Exception as exc:
+                self._subscribers.pop(key, None)
+                name = getattr(callback, "__qualname__", repr(callback))
+                self._say(f"lanchatd: activity log subscriber {name} failed "
+                          f"({type(exc).__name__}: {exc}) and was removed")
+
+    def _say(self, line: str) -> None:
+        stream = self._stderr if self._stderr is not None else sys.stderr
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # no stderr left to complain to; the daemon carries on
