@@ -204,6 +204,8 @@ class Welcome(Event):
     pin_min: int = rules.DEFAULT_PIN_MIN
     pin_max: int = rules.DEFAULT_PIN_MAX
     max_line: int = DEFAULT_MAX_LINE
+    rate: float = 0.0  # messages a second a member may send (sustained); 0: no limit
+    burst: int = 0  # messages a member may send at once before the rate applies
 
 
 @dataclass(frozen=True)

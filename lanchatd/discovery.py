@@ -1,0 +1,87 @@
+"""Who gets an answer to a discovery probe, and what answer.
+
+Only sources inside the allowed networks are answered (so the daemon cannot be used to
+reflect traffic at the wider internet), each source at most ``discovery_rate`` replies
+a second after a burst, and only well-formed probes.  The answer goes by unicast to
+the sender; that is the loop's job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from lanchat import __version__
+from lanchat.protocol import discovery
+from lanchat.protocol.errors import RemoteProtocolError
+from lanchatd.config import Config
+from lanchatd.core import Bucket
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+MAX_TRACKED_SOURCES = 4096
+
+
+class DiscoveryResponder:
+    def __init__(self, config: Config, server_id: str) -> None:
+        self.server_id = server_id
+        self.counters: Dict[str, int] = {
+            "probes": 0, "answered": 0, "malformed": 0, "not_allowed": 0, "rate_limited": 0,
+        }
+        self._buckets: Dict[str, Bucket] = {}
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        self.networks: List[Network] = [
+            ipaddress.ip_network(n, strict=False) for n in config.discovery_allow
+        ]
+
+    def allowed(self, host: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr.version == net.version and addr in net for net in self.networks)
+
+    def handle(self, data: bytes, addr: Tuple[Any, ...], now: float, *, state: str,
+               name: str, port: int) -> Optional[bytes]:
+        """The reply to send back to ``addr``, or None to stay silent."""
+        self.counters["probes"] += 1
+        host = str(addr[0])
+        if not self.allowed(host):
+            self.counters["not_allowed"] += 1
+            return None
+        try:
+            probe = discovery.parse_probe(data)
+        except RemoteProtocolError:
+            self.counters["malformed"] += 1
+            return None
+        config = self.config
+        bucket = self._buckets.get(host)
+        if bucket is None:
+            if len(self._buckets) >= MAX_TRACKED_SOURCES:
+                self._prune(now)
+            bucket = self._buckets[host] = Bucket(config.discovery_burst, now)
+        if not bucket.take(config.discovery_rate, config.discovery_burst, now):
+            self.counters["rate_limited"] += 1
+            return None
+        self.counters["answered"] += 1
+        if isinstance(probe, discovery.LegacyProbe):
+            return discovery.LEGACY_REPLY
+        return discovery.encode_announce(discovery.Announce(
+            nonce=probe.nonce, server_id=self.server_id, name=name[:64], port=port,
+            state=state, server_version=__version__,
+        ))
+
+    def _prune(self, now: float) -> None:
+        config = self.config
+        for host in [h for h, b in self._buckets.items()
+                     if b.full(config.discovery_rate, config.discovery_burst, now)]:
+            del self._buckets[host]
+        if len(self._buckets) >= MAX_TRACKED_SOURCES:
+            # Every tracked source is still limited: forget the oldest half.
+            oldest = sorted(self._buckets, key=lambda h: self._buckets[h].last)
+            for host in oldest[: len(oldest) // 2]:
+                del self._buckets[host]

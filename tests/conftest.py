@@ -1,0 +1,34 @@
+"""Shared fixtures: a factory that starts real daemons on port 0."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator, List
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lanchat_testing import Daemon  # noqa: E402
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """``start_daemon(config="...", args=[...], env={...})`` -> a ready Daemon."""
+    started: List[Daemon] = []
+
+    def start(config: str = "", **kw: Any) -> Daemon:
+        daemon = Daemon(tmp_path / f"d{len(started)}", config=config, **kw)
+        started.append(daemon)
+        return daemon.start()
+
+    yield start
+    for daemon in started:
+        daemon.__exit__(None, None, None)
+
+
+@pytest.fixture
+def daemon(start_daemon: Callable[..., Daemon]) -> Daemon:
+    """A daemon with the built-in defaults (on port 0, temporary paths)."""
+    return start_daemon()

@@ -1,0 +1,330 @@
+"""Start the real daemon and talk to it over loopback, for the integration tests.
+
+``Daemon`` starts ``python -m lanchatd`` on port 0 (TCP and UDP) with a temporary
+state directory, log file and control socket, and waits for its readiness line (never
+for a fixed sleep).  ``TextClient`` and ``JsonClient`` are small blocking clients with
+timeouts, enough to act as people in a room.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 20.0
+DEFAULT_TIMEOUT = 10.0
+
+
+class DaemonError(RuntimeError):
+    pass
+
+
+def _parse_addr(text: str) -> Tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def env_with_repo(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                     else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+                "LISTEN_FDNAMES", "RUNTIME_DIRECTORY", "STATE_DIRECTORY", "LOGS_DIRECTORY",
+                "CONFIGURATION_DIRECTORY", "LANCHAT_CONTROL_SOCKET"):
+        env.pop(key, None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+class Daemon:
+    """A running lanchatd.  Use as a context manager, or call start()/stop()."""
+
+    def __init__(self, tmp: Path, config: str = "", args: Optional[List[str]] = None,
+                 env: Optional[Dict[str, str]] = None, host: str = "127.0.0.1") -> None:
+        self.tmp = Path(tmp)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.tmp / "lanchatd.toml"
+        self.config_path.write_text(config)
+        self.log_file = self.tmp / "log" / "activity.log"
+        self.state_dir = self.tmp / "state"
+        self.control_path = self.tmp / "control.sock"
+        self.args = [
+            "--config", str(self.config_path), "--host", host, "--port", "0",
+            "--discovery-port", "0", "--log-file", str(self.log_file),
+            "--state-dir", str(self.state_dir), "--control-socket", str(self.control_path),
+            *(args or []),
+        ]
+        self.env = env_with_repo(env)
+        self.proc: Optional[subprocess.Popen[str]] = None
+        self.ready_line = ""
+        self.tcp: Tuple[str, int] = ("", 0)
+        self.udp: Tuple[str, int] = ("", 0)
+        self.control: Optional[str] = None
+        self.stderr_path = self.tmp / "stderr.txt"
+        self._stderr = None
+
+    def start(self) -> Daemon:
+        self._stderr = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lanchatd", *self.args],
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=self.env,
+            cwd=str(self.tmp),
+        )
+        self.ready_line = self._read_ready()
+        fields = dict(part.split("=", 1) for part in self.ready_line.split()[2:])
+        self.tcp = _parse_addr(fields["tcp"])
+        self.udp = _parse_addr(fields["udp"])
+        self.control = fields.get("control")
+        return self
+
+    def _read_ready(self) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + READY_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                if not sel.select(deadline - time.monotonic()):
+                    continue
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise DaemonError(f"lanchatd exited ({self.proc.wait()}) before it was "
+                                      f"ready; stderr:\n{self.stderr()}")
+                if line.startswith("lanchatd ready "):
+                    return line.strip()
+        finally:
+            sel.close()
+        self.kill()
+        raise DaemonError(f"lanchatd not ready within {READY_TIMEOUT} s; stderr:\n"
+                          f"{self.stderr()}")
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text()
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise DaemonError(f"lanchatd did not stop within {timeout} s") from None
+        self._close_files()
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_files()
+
+    def _close_files(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.stop()
+            except DaemonError:
+                pass
+        self.kill()
+
+    # conveniences
+    def text_client(self, **kw: Any) -> TextClient:
+        return TextClient(self.tcp, **kw)
+
+    def json_client(self, **kw: Any) -> JsonClient:
+        return JsonClient(self.tcp, **kw)
+
+    def log_entries(self) -> List[Dict[str, Any]]:
+        entries: List[Dict[str, Any]] = []
+        if self.log_file.exists():
+            for line in self.log_file.read_text().splitlines():
+                entries.append(json.loads(line))
+        return entries
+
+    def wait_for_log(self, pred: Callable[[Dict[str, Any]], bool],
+                     timeout: float = DEFAULT_TIMEOUT) -> Dict[str, Any]:
+        """Wait until the activity log file holds an entry matching ``pred``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for entry in self.log_entries():
+                if pred(entry):
+                    return entry
+            if time.monotonic() > deadline:
+                raise AssertionError("no matching activity log entry; log:\n"
+                                     + "\n".join(json.dumps(e) for e in self.log_entries()))
+            time.sleep(0.02)  # polling a file the daemon writes; bounded by the deadline
+
+
+class LineClient:
+    """A blocking line-oriented TCP client with timeouts."""
+
+    def __init__(self, addr: Tuple[str, int], timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.sock = socket.create_connection(addr, timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
+        self.buf = b""
+        self.closed = False
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_line(self, line: str) -> None:
+        self.sock.sendall(line.encode("utf-8") + b"\n")
+
+    def read_line(self, timeout: Optional[float] = None) -> Optional[str]:
+        """The next line, or None at end of file. Raises TimeoutError."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no line within the timeout; have {self.buf[:200]!r}")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                raise TimeoutError(f"no line within the timeout; have {self.buf[:200]!r}") \
+                    from None
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                self.closed = True
+                if self.buf:
+                    line, self.buf = self.buf, b""
+                    return line.decode("utf-8", "replace")
+                return None
+            self.buf += data
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode("utf-8").rstrip("\r")
+
+    def read_until(self, pred: Callable[[str], bool], timeout: Optional[float] = None) -> str:
+        seen = []
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            line = self.read_line(max(0.01, deadline - time.monotonic()))
+            if line is None:
+                raise AssertionError(f"connection closed; lines seen: {seen}")
+            if pred(line):
+                return line
+            seen.append(line)
+
+    def read_all(self, timeout: Optional[float] = None) -> List[str]:
+        """Every line until the server closes the connection."""
+        lines = []
+        while True:
+            line = self.read_line(timeout)
+            if line is None:
+                return lines
+            lines.append(line)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> LineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TextClient(LineClient):
+    """A person with nc."""
+
+    def __init__(self, addr: Tuple[str, int], **kw: Any) -> None:
+        super().__init__(addr, **kw)
+        self.greeting = self.read_line()
+
+    def join(self, pin: str, name: str) -> str:
+        self.send_line(pin)
+        self.read_until(lambda l: "name" in l.lower())
+        self.send_line(name)
+        return self.read_until(lambda l: l.startswith("* You are in room"))
+
+
+class JsonClient(LineClient):
+    """A program speaking the JSON protocol."""
+
+    def __init__(self, addr: Tuple[str, int], hello: bool = True, **kw: Any) -> None:
+        super().__init__(addr, **kw)
+        self.greeting = self.read_line()
+        self.welcome: Optional[Dict[str, Any]] = None
+        if hello:
+            self.send({"type": "hello", "versions": [1], "client": "tests"})
+            self.welcome = self.recv()
+
+    def send(self, obj: Dict[str, Any]) -> None:
+        self.send_line(json.dumps(obj))
+
+    def recv(self, timeout: Optional[float] = None) -> Optional[Dict[str, Any]]:
+        line = self.read_line(timeout)
+        return None if line is None else json.loads(line)
+
+    def recv_until(self, pred: Callable[[Dict[str, Any]], bool],
+                   timeout: Optional[float] = None) -> Dict[str, Any]:
+        seen = []
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            obj = self.recv(max(0.01, deadline - time.monotonic()))
+            if obj is None:
+                raise AssertionError(f"connection closed; events seen: {seen}")
+            if pred(obj):
+                return obj
+            seen.append(obj)
+
+    def recv_type(self, kind: str, timeout: Optional[float] = None) -> Dict[str, Any]:
+        return self.recv_until(lambda o: o.get("type") == kind, timeout)
+
+    def join(self, pin: str, name: str) -> Dict[str, Any]:
+        self.send({"type": "join", "pin": pin, "name": name})
+        return self.recv_until(lambda o: o["type"] in ("joined", "error"))
+
+    def say(self, text: str) -> None:
+        self.send({"type": "say", "text": text})
+
+
+def udp_query(addr: Tuple[str, int], payload: bytes, timeout: float = 2.0,
+              source: str = "127.0.0.1") -> Optional[bytes]:
+    """Send one datagram and return the answer, or None if none came in time."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        s.settimeout(timeout)
+        s.sendto(payload, addr)
+        try:
+            data, _ = s.recvfrom(4096)
+        except socket.timeout:
+            return None
+        return data
