@@ -31,8 +31,9 @@ import heapq
 import socket
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Protocol
 
 from lanchat import __version__
 from lanchat.protocol import chat, rules, text
@@ -41,7 +42,7 @@ from lanchatd import states
 from lanchatd.config import Config
 from lanchatd.states import SERVER_STATE_RULES
 
-Address = Tuple[Any, ...]
+Address = tuple[Any, ...]
 
 
 class ActivitySink(Protocol):
@@ -61,8 +62,8 @@ class AdminError(Exception):
 class Effects:
     """What the loop must do after a core call, in order: sends, then closes."""
 
-    sends: List[Tuple[Sequence[int], bytes]] = field(default_factory=list)
-    closes: List[int] = field(default_factory=list)
+    sends: list[tuple[Sequence[int], bytes]] = field(default_factory=list)
+    closes: list[int] = field(default_factory=list)
 
     def send(self, cid: int, data: bytes) -> None:
         self.sends.append(((cid,), data))
@@ -107,7 +108,7 @@ class Conn:
         self.host = host
         self.codec = chat.ServerCodec(config.max_line_bytes)
         self.state = states.NEW
-        self.room: Optional[Room] = None
+        self.room: Room | None = None
         self.name = ""
         self.key = ""
         self.pending_pin = ""
@@ -130,12 +131,12 @@ class Room:
 
     def __init__(self, pin: str, history: int, now: float) -> None:
         self.pin = pin
-        self.members: Dict[int, Conn] = {}
-        self.json_members: Dict[int, None] = {}  # ordered sets of member cids by mode
-        self.text_members: Dict[int, None] = {}
-        self.names: Dict[str, int] = {}  # casefolded name -> cid
+        self.members: dict[int, Conn] = {}
+        self.json_members: dict[int, None] = {}  # ordered sets of member cids by mode
+        self.text_members: dict[int, None] = {}
+        self.names: dict[str, int] = {}  # casefolded name -> cid
         self.seq = 0
-        self.history: Deque[chat.Message] = deque(maxlen=history)
+        self.history: deque[chat.Message] = deque(maxlen=history)
         self.created = now
 
 
@@ -147,7 +148,7 @@ def format_address(addr: Address) -> str:
 
 class ChatCore:
     def __init__(self, config: Config, log: ActivitySink, *, server_id: str = "",
-                 now: Optional[float] = None) -> None:
+                 now: float | None = None) -> None:
         now = time.time() if now is None else now
         self.config = config
         self.log = log
@@ -155,13 +156,13 @@ class ChatCore:
         self.server_name = config.name or socket.gethostname()
         self.state = config.initial_state
         self.started = now
-        self.conns: Dict[int, Conn] = {}
-        self.rooms: Dict[str, Room] = {}
-        self.per_host: Dict[str, int] = {}
-        self.join_buckets: Dict[str, Bucket] = {}
-        self._timers: List[Tuple[float, int, int, str]] = []
+        self.conns: dict[int, Conn] = {}
+        self.rooms: dict[str, Room] = {}
+        self.per_host: dict[str, int] = {}
+        self.join_buckets: dict[str, Bucket] = {}
+        self._timers: list[tuple[float, int, int, str]] = []
         self._next_prune = now + 60.0
-        self.counters: Dict[str, int] = {
+        self.counters: dict[str, int] = {
             "connections": 0, "joins": 0, "messages": 0, "private_messages": 0,
             "refused_connections": 0, "refused_joins": 0, "protocol_errors": 0,
             "rate_limited": 0, "disconnects_for_limits": 0, "kicks": 0,
@@ -254,9 +255,8 @@ class ChatCore:
         status = ""
         if not self.rules.accepts_connections:
             status = self.state
-        elif len(self.conns) >= config.max_connections:
-            status = "full"
-        elif self.per_host.get(host, 0) >= config.max_connections_per_address:
+        elif (len(self.conns) >= config.max_connections
+              or self.per_host.get(host, 0) >= config.max_connections_per_address):
             status = "full"
         if status:
             self.counters["refused_connections"] += 1
@@ -328,7 +328,7 @@ class ChatCore:
                       leave_reason="not reading")
         return fx
 
-    def next_deadline(self) -> Optional[float]:
+    def next_deadline(self) -> float | None:
         return self._timers[0][0] if self._timers else None
 
     def tick(self, now: float) -> Effects:
@@ -563,7 +563,7 @@ class ChatCore:
             self._schedule(conn, now + config.keepalive_interval, "keepalive")
         return True
 
-    def _member_names(self, room: Room) -> Tuple[str, ...]:
+    def _member_names(self, room: Room) -> tuple[str, ...]:
         return tuple(sorted((m.name for m in room.members.values()), key=rules.name_key))
 
     def _say(self, fx: Effects, conn: Conn, event: chat.Say, now: float) -> None:
@@ -623,7 +623,8 @@ class ChatCore:
             return fx
         self.state = new_state
         self.log.record(now, "state", old=old, new=new_state, actor=actor)
-        event = chat.StateChanged(new_state, round(now, 3), SERVER_STATE_RULES[new_state].description)
+        event = chat.StateChanged(new_state, round(now, 3),
+                                  SERVER_STATE_RULES[new_state].description)
         json_targets = tuple(c.cid for c in self.conns.values() if not c.is_text)
         text_targets = tuple(c.cid for c in self.conns.values()
                              if c.is_text and c.state == states.JOINED)
@@ -666,16 +667,13 @@ class ChatCore:
                   leave_reason=f"kicked: {reason}" if reason else "kicked")
         return fx
 
-    def announce(self, text_: str, room_pin: Optional[str], actor: str, now: float) -> Effects:
+    def announce(self, text_: str, room_pin: str | None, actor: str, now: float) -> Effects:
         try:
             body = rules.check_text(text_)
         except RemoteProtocolError as exc:
             raise AdminError("bad_value", exc.message) from None
         fx = Effects()
-        if room_pin is not None:
-            rooms = [self._room(room_pin)]
-        else:
-            rooms = list(self.rooms.values())
+        rooms = [self._room(room_pin)] if room_pin is not None else list(self.rooms.values())
         self.log.record(now, "announce", room=room_pin, text=body, actor=actor)
         for room in rooms:
             self._broadcast(fx, room, chat.Notice(round(now, 3), body, room.pin))
@@ -702,7 +700,7 @@ class ChatCore:
 
     # ------------------------------------------------------------------ queries
 
-    def snapshot(self, now: float) -> Dict[str, Any]:
+    def snapshot(self, now: float) -> dict[str, Any]:
         """Everything the administrator's dashboard shows."""
         return {
             "state": self.state,
@@ -717,10 +715,10 @@ class ChatCore:
             "counters": dict(self.counters),
         }
 
-    def _sorted_rooms(self) -> List[Room]:
+    def _sorted_rooms(self) -> list[Room]:
         return [self.rooms[p] for p in sorted(self.rooms, key=lambda p: (len(p), p))]
 
-    def room_info(self, pin: str) -> Dict[str, Any]:
+    def room_info(self, pin: str) -> dict[str, Any]:
         room = self._room(pin)
         return {
             "pin": pin,

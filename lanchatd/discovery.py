@@ -9,7 +9,7 @@ the sender; that is the loop's job.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Union
 
 from lanchat import __version__
 from lanchat.protocol import discovery
@@ -24,15 +24,15 @@ MAX_TRACKED_SOURCES = 4096
 class DiscoveryResponder:
     def __init__(self, config: Config, server_id: str) -> None:
         self.server_id = server_id
-        self.counters: Dict[str, int] = {
+        self.counters: dict[str, int] = {
             "probes": 0, "answered": 0, "malformed": 0, "not_allowed": 0, "rate_limited": 0,
         }
-        self._buckets: Dict[str, Bucket] = {}
+        self._buckets: dict[str, Bucket] = {}
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
-        self.networks: List[Network] = [
+        self.networks: list[Network] = [
             ipaddress.ip_network(n, strict=False) for n in config.discovery_allow
         ]
 
@@ -45,8 +45,8 @@ class DiscoveryResponder:
             addr = addr.ipv4_mapped
         return any(addr.version == net.version and addr in net for net in self.networks)
 
-    def handle(self, data: bytes, addr: Tuple[Any, ...], now: float, *, state: str,
-               name: str, port: int) -> Optional[bytes]:
+    def handle(self, data: bytes, addr: tuple[Any, ...], now: float, *, state: str,
+               name: str, port: int) -> bytes | None:
         """The reply to send back to ``addr``, or None to stay silent."""
         self.counters["probes"] += 1
         host = str(addr[0])

@@ -29,8 +29,10 @@ the activity log.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import heapq
+import importlib
 import os
 import selectors
 import signal
@@ -38,12 +40,12 @@ import socket
 import sys
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable
 
 from lanchat import __version__
 from lanchatd import systemd
 from lanchatd.activity import ActivityLog
-from lanchatd.config import Config
+from lanchatd.config import Config, reloadable_changes
 from lanchatd.core import AdminError, ChatCore, Effects, format_address
 from lanchatd.discovery import DiscoveryResponder
 
@@ -58,10 +60,8 @@ STATUS_INTERVAL = 2.0
 
 def diag(message: str) -> None:
     """A diagnostic line on stderr (the journal under systemd)."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         print(f"lanchatd: {message}", file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
 
 
 def _tcp_tune(sock: socket.socket) -> None:
@@ -115,7 +115,7 @@ def sock_address(sock: socket.socket) -> str:
     return str(addr)
 
 
-def load_server_id(state_dir: Optional[str]) -> str:
+def load_server_id(state_dir: str | None) -> str:
     """The server id, kept in the state directory so it survives restarts."""
     if state_dir:
         path = os.path.join(state_dir, "server-id")
@@ -160,7 +160,7 @@ class ChatConnection(Handler):
         self.loop = loop
         self.cid = cid
         self.sock = sock
-        self.pending: List[bytes] = []
+        self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.outbuf = b""
         self.watching_write = False
@@ -223,7 +223,7 @@ class ChatConnection(Handler):
 
 class Loop:
     def __init__(self, config: Config, reload: Callable[[], Config], *,
-                 environ: Optional[Dict[str, str]] = None) -> None:
+                 environ: dict[str, str] | None = None) -> None:
         self.environ = dict(os.environ if environ is None else environ)
         self.config = config
         self.reload_config = reload
@@ -237,22 +237,22 @@ class Loop:
         self.server_id = load_server_id(config.state_dir)
         self.core = ChatCore(config, self.activity, server_id=self.server_id, now=now)
         self.discovery = DiscoveryResponder(config, self.server_id)
-        self.conns: Dict[int, ChatConnection] = {}
-        self.dirty: Set[ChatConnection] = set()
-        self.overflowed: List[int] = []
+        self.conns: dict[int, ChatConnection] = {}
+        self.dirty: set[ChatConnection] = set()
+        self.overflowed: list[int] = []
         self.next_cid = 1
-        self.linger: List[Tuple[float, int]] = []
-        self.signals: List[int] = []
+        self.linger: list[tuple[float, int]] = []
+        self.signals: list[int] = []
         self.running = True
         self.accept_paused_until = 0.0
-        self.extra_timers: List[Tuple[float, int, Callable[[float], None]]] = []
+        self.extra_timers: list[tuple[float, int, Callable[[float], None]]] = []
         self._timer_seq = 0
-        self.tcp: Optional[socket.socket] = None
-        self.udp: Optional[socket.socket] = None
+        self.tcp: socket.socket | None = None
+        self.udp: socket.socket | None = None
         self.control: Any = None  # the control server, when there is one
         self._last_status = ""
-        self._wake_r: Optional[socket.socket] = None
-        self._wake_w: Optional[socket.socket] = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -270,11 +270,11 @@ class Loop:
         self.inherited = inherited
         self._open_control(inherited.pop("control", None))
 
-    def _open_control(self, inherited: Optional[socket.socket]) -> None:
+    def _open_control(self, inherited: socket.socket | None) -> None:
         """The control socket (lanchatd/control.py), when that module is present."""
         try:
-            from lanchatd import control
-        except ImportError:
+            control: Any = importlib.import_module("lanchatd.control")
+        except ModuleNotFoundError:
             return
         self.control = control.ControlServer(self, inherited)
 
@@ -445,10 +445,8 @@ class Loop:
         if self.conns.pop(conn.cid, None) is None:
             return
         self.dirty.discard(conn)
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
         conn.sock.close()
 
     def _linger_expired(self, now: float) -> None:
@@ -516,7 +514,7 @@ class Loop:
         self.apply(method(*args))
         self._after_pass(time.time())
 
-    def reload(self, actor: str, now: float) -> Tuple[bool, str, List[str]]:
+    def reload(self, actor: str, now: float) -> tuple[bool, str, list[str]]:
         """Reload the configuration and reopen the log file. Returns (ok, message, keys)."""
         try:
             new = self.reload_config()
@@ -527,21 +525,8 @@ class Loop:
             return False, message, []
         self.activity.reopen()
         old = self.config
-        changed: List[str] = []
-        ignored: List[str] = []
-        import dataclasses
-
-        values = {}
-        for f in dataclasses.fields(Config):
-            before, after = getattr(old, f.name), getattr(new, f.name)
-            if before == after:
-                continue
-            if f.metadata.get("reloadable"):
-                changed.append(f.name)
-                values[f.name] = after
-            else:
-                ignored.append(f.name)
-        config = old.replace(**values)
+        changed, ignored = reloadable_changes(old, new)
+        config = old.replace(**{key: getattr(new, key) for key in changed})
         self.config = config
         self.core.reconfigure(config)
         self.discovery.reconfigure(config)

@@ -19,12 +19,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Set, Tuple
 
 ACTIVE = "active"
 STANDBY = "standby"
 STOPPED = "stopped"
-SERVER_STATES: Tuple[str, ...] = (ACTIVE, STANDBY, STOPPED)
+SERVER_STATES: tuple[str, ...] = (ACTIVE, STANDBY, STOPPED)
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class StateRules:
     description: str
 
 
-SERVER_STATE_RULES: Dict[str, StateRules] = {
+SERVER_STATE_RULES: dict[str, StateRules] = {
     ACTIVE: StateRules(True, True, True, "new clients and messages are allowed"),
     STANDBY: StateRules(False, False, True,
                         "members keep chatting, new clients are refused"),
@@ -51,7 +50,7 @@ AWAIT_NAME = "await_name"  # plain-text client, asked for the name
 JOINED = "joined"          # a member of a room
 CLOSED = "closed"          # gone (closed by either side)
 
-CONN_TRANSITIONS: Set[Tuple[str, str]] = {
+CONN_TRANSITIONS: set[tuple[str, str]] = {
     (NEW, HELLO),            # JSON hello accepted
     (NEW, AWAIT_NAME),       # plain-text first line was a valid PIN
     (NEW, AWAIT_PIN),        # plain-text first line was not a valid PIN: asked again
@@ -64,7 +63,7 @@ CONN_TRANSITIONS: Set[Tuple[str, str]] = {
 }
 
 # Which JSON request types each connection state accepts.
-CONN_ALLOWS: Dict[str, FrozenSet[str]] = {
+CONN_ALLOWS: dict[str, frozenset[str]] = {
     NEW: frozenset({"hello"}),
     HELLO: frozenset({"join", "ping", "pong", "quit"}),
     JOINED: frozenset({"say", "msg", "who", "ping", "pong", "quit"}),

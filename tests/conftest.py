@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lanchat_testing import Daemon  # noqa: E402
+from lanchat_testing import Daemon
 
 
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """``start_daemon(config="...", args=[...], env={...})`` -> a ready Daemon."""
-    started: List[Daemon] = []
+    started: list[Daemon] = []
 
     def start(config: str = "", **kw: Any) -> Daemon:
         daemon = Daemon(tmp_path / f"d{len(started)}", config=config, **kw)

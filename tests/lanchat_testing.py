@@ -8,6 +8,7 @@ timeouts, enough to act as people in a room.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 20.0
@@ -28,12 +29,12 @@ class DaemonError(RuntimeError):
     pass
 
 
-def _parse_addr(text: str) -> Tuple[str, int]:
+def _parse_addr(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
 
 
-def env_with_repo(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def env_with_repo(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
                                      else "")
@@ -50,8 +51,8 @@ def env_with_repo(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
 class Daemon:
     """A running lanchatd.  Use as a context manager, or call start()/stop()."""
 
-    def __init__(self, tmp: Path, config: str = "", args: Optional[List[str]] = None,
-                 env: Optional[Dict[str, str]] = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, tmp: Path, config: str = "", args: list[str] | None = None,
+                 env: dict[str, str] | None = None, host: str = "127.0.0.1") -> None:
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.config_path = self.tmp / "lanchatd.toml"
@@ -66,11 +67,11 @@ class Daemon:
             *(args or []),
         ]
         self.env = env_with_repo(env)
-        self.proc: Optional[subprocess.Popen[str]] = None
+        self.proc: subprocess.Popen[str] | None = None
         self.ready_line = ""
-        self.tcp: Tuple[str, int] = ("", 0)
-        self.udp: Tuple[str, int] = ("", 0)
-        self.control: Optional[str] = None
+        self.tcp: tuple[str, int] = ("", 0)
+        self.udp: tuple[str, int] = ("", 0)
+        self.control: str | None = None
         self.stderr_path = self.tmp / "stderr.txt"
         self._stderr = None
 
@@ -156,10 +157,8 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(DaemonError):
                 self.stop()
-            except DaemonError:
-                pass
         self.kill()
 
     # conveniences
@@ -169,15 +168,15 @@ class Daemon:
     def json_client(self, **kw: Any) -> JsonClient:
         return JsonClient(self.tcp, **kw)
 
-    def log_entries(self) -> List[Dict[str, Any]]:
-        entries: List[Dict[str, Any]] = []
+    def log_entries(self) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
         if self.log_file.exists():
             for line in self.log_file.read_text().splitlines():
                 entries.append(json.loads(line))
         return entries
 
-    def wait_for_log(self, pred: Callable[[Dict[str, Any]], bool],
-                     timeout: float = DEFAULT_TIMEOUT) -> Dict[str, Any]:
+    def wait_for_log(self, pred: Callable[[dict[str, Any]], bool],
+                     timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         """Wait until the activity log file holds an entry matching ``pred``."""
         deadline = time.monotonic() + timeout
         while True:
@@ -193,7 +192,7 @@ class Daemon:
 class LineClient:
     """A blocking line-oriented TCP client with timeouts."""
 
-    def __init__(self, addr: Tuple[str, int], timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, addr: tuple[str, int], timeout: float = DEFAULT_TIMEOUT) -> None:
         self.sock = socket.create_connection(addr, timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
@@ -206,7 +205,7 @@ class LineClient:
     def send_line(self, line: str) -> None:
         self.sock.sendall(line.encode("utf-8") + b"\n")
 
-    def read_line(self, timeout: Optional[float] = None) -> Optional[str]:
+    def read_line(self, timeout: float | None = None) -> str | None:
         """The next line, or None at end of file. Raises TimeoutError."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while b"\n" not in self.buf:
@@ -231,7 +230,7 @@ class LineClient:
         line, _, self.buf = self.buf.partition(b"\n")
         return line.decode("utf-8").rstrip("\r")
 
-    def read_until(self, pred: Callable[[str], bool], timeout: Optional[float] = None) -> str:
+    def read_until(self, pred: Callable[[str], bool], timeout: float | None = None) -> str:
         seen = []
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
@@ -242,7 +241,7 @@ class LineClient:
                 return line
             seen.append(line)
 
-    def read_all(self, timeout: Optional[float] = None) -> List[str]:
+    def read_all(self, timeout: float | None = None) -> list[str]:
         """Every line until the server closes the connection."""
         lines = []
         while True:
@@ -264,37 +263,37 @@ class LineClient:
 class TextClient(LineClient):
     """A person with nc."""
 
-    def __init__(self, addr: Tuple[str, int], **kw: Any) -> None:
+    def __init__(self, addr: tuple[str, int], **kw: Any) -> None:
         super().__init__(addr, **kw)
         self.greeting = self.read_line()
 
     def join(self, pin: str, name: str) -> str:
         self.send_line(pin)
-        self.read_until(lambda l: "name" in l.lower())
+        self.read_until(lambda s: "name" in s.lower())
         self.send_line(name)
-        return self.read_until(lambda l: l.startswith("* You are in room"))
+        return self.read_until(lambda s: s.startswith("* You are in room"))
 
 
 class JsonClient(LineClient):
     """A program speaking the JSON protocol."""
 
-    def __init__(self, addr: Tuple[str, int], hello: bool = True, **kw: Any) -> None:
+    def __init__(self, addr: tuple[str, int], hello: bool = True, **kw: Any) -> None:
         super().__init__(addr, **kw)
         self.greeting = self.read_line()
-        self.welcome: Optional[Dict[str, Any]] = None
+        self.welcome: dict[str, Any] | None = None
         if hello:
             self.send({"type": "hello", "versions": [1], "client": "tests"})
             self.welcome = self.recv()
 
-    def send(self, obj: Dict[str, Any]) -> None:
+    def send(self, obj: dict[str, Any]) -> None:
         self.send_line(json.dumps(obj))
 
-    def recv(self, timeout: Optional[float] = None) -> Optional[Dict[str, Any]]:
+    def recv(self, timeout: float | None = None) -> dict[str, Any] | None:
         line = self.read_line(timeout)
         return None if line is None else json.loads(line)
 
-    def recv_until(self, pred: Callable[[Dict[str, Any]], bool],
-                   timeout: Optional[float] = None) -> Dict[str, Any]:
+    def recv_until(self, pred: Callable[[dict[str, Any]], bool],
+                   timeout: float | None = None) -> dict[str, Any]:
         seen = []
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
@@ -305,10 +304,10 @@ class JsonClient(LineClient):
                 return obj
             seen.append(obj)
 
-    def recv_type(self, kind: str, timeout: Optional[float] = None) -> Dict[str, Any]:
+    def recv_type(self, kind: str, timeout: float | None = None) -> dict[str, Any]:
         return self.recv_until(lambda o: o.get("type") == kind, timeout)
 
-    def join(self, pin: str, name: str) -> Dict[str, Any]:
+    def join(self, pin: str, name: str) -> dict[str, Any]:
         self.send({"type": "join", "pin": pin, "name": name})
         return self.recv_until(lambda o: o["type"] in ("joined", "error"))
 
@@ -316,8 +315,8 @@ class JsonClient(LineClient):
         self.send({"type": "say", "text": text})
 
 
-def udp_query(addr: Tuple[str, int], payload: bytes, timeout: float = 2.0,
-              source: str = "127.0.0.1") -> Optional[bytes]:
+def udp_query(addr: tuple[str, int], payload: bytes, timeout: float = 2.0,
+              source: str = "127.0.0.1") -> bytes | None:
     """Send one datagram and return the answer, or None if none came in time."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((source, 0))

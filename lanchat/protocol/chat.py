@@ -26,14 +26,15 @@ empty name or a 10 kB PIN cannot exist.  docs/protocol.md is the reference.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Callable, ClassVar, Union
 
 from lanchat.protocol import rules
 from lanchat.protocol.errors import LocalProtocolError, RemoteProtocolError
 
 PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS: Tuple[int, ...] = (1,)
+SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 GREETING_MAGIC = "LANCHAT/"
 DEFAULT_MAX_LINE = 4096
 PIN_MAX_DIGITS = 64  # the hard ceiling; the server's configured length applies within it
@@ -61,8 +62,8 @@ def _need(cond: bool, what: str) -> None:
 class Event:
     TYPE: ClassVar[str] = ""
 
-    def to_dict(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"type": self.TYPE}
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.TYPE}
         for f in fields(self):
             value = getattr(self, f.name)
             if value is None or (f.name in _OMIT_IF_FALSE and not value):
@@ -81,7 +82,7 @@ _OMIT_IF_FALSE = frozenset({"action", "history", "reason", "ref", "token", "clie
 @dataclass(frozen=True)
 class Hello(Event):
     TYPE: ClassVar[str] = "hello"
-    versions: Tuple[int, ...] = SUPPORTED_VERSIONS
+    versions: tuple[int, ...] = SUPPORTED_VERSIONS
     client: str = ""
 
     def __post_init__(self) -> None:
@@ -213,7 +214,7 @@ class Joined(Event):
     TYPE: ClassVar[str] = "joined"
     room: str
     name: str
-    members: Tuple[str, ...]
+    members: tuple[str, ...]
     state: str = "active"
 
 
@@ -252,7 +253,7 @@ class Presence(Event):
 class Members(Event):
     TYPE: ClassVar[str] = "members"
     room: str
-    members: Tuple[str, ...]
+    members: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ class Notice(Event):
     TYPE: ClassVar[str] = "notice"
     ts: float
     text: str
-    room: Optional[str] = None
+    room: str | None = None
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,7 @@ def encode_json(event: Event) -> bytes:
 # --------------------------------------------------------------------------- decoding
 
 
-def _str(d: Mapping[str, Any], key: str, default: Optional[str] = None) -> str:
+def _str(d: Mapping[str, Any], key: str, default: str | None = None) -> str:
     value = d.get(key, default)
     if not isinstance(value, str):
         raise LocalProtocolError("bad_request", f"Field {key!r} must be a string.")
@@ -328,7 +329,7 @@ def _bool(d: Mapping[str, Any], key: str) -> bool:
     return value
 
 
-def _versions(d: Mapping[str, Any]) -> Tuple[int, ...]:
+def _versions(d: Mapping[str, Any]) -> tuple[int, ...]:
     value = d.get("versions")
     if not isinstance(value, list):
         raise LocalProtocolError(
@@ -337,7 +338,7 @@ def _versions(d: Mapping[str, Any]) -> Tuple[int, ...]:
     return tuple(value)
 
 
-_CLIENT_PARSERS: Dict[str, Callable[[Mapping[str, Any]], ClientEvent]] = {
+_CLIENT_PARSERS: dict[str, Callable[[Mapping[str, Any]], ClientEvent]] = {
     "hello": lambda d: Hello(_versions(d), _str(d, "client", "")),
     "join": lambda d: Join(_str(d, "pin"), _str(d, "name")),
     "say": lambda d: Say(_str(d, "text"), _bool(d, "action")),
@@ -349,7 +350,7 @@ _CLIENT_PARSERS: Dict[str, Callable[[Mapping[str, Any]], ClientEvent]] = {
 }
 
 
-def _load_object(line: str) -> Dict[str, Any]:
+def _load_object(line: str) -> dict[str, Any]:
     try:
         obj = json.loads(line)
     except RecursionError:
@@ -378,13 +379,13 @@ def parse_client_message(line: str) -> ClientEvent:
         raise RemoteProtocolError(exc.code, exc.message) from None
 
 
-def _tuple_of_str(value: Any) -> Tuple[str, ...]:
+def _tuple_of_str(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise LocalProtocolError("bad_event", "Expected a list of strings.")
     return tuple(value)
 
 
-_SERVER_TYPES: Dict[str, Type[Event]] = {
+_SERVER_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (Welcome, Joined, Message, Private, Presence, Members, StateChanged,
                 Notice, Error, Bye, Ping, Pong)
@@ -398,7 +399,7 @@ def parse_server_message(line: str) -> ServerEvent:
     cls = _SERVER_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         return Unknown(obj)
-    kwargs: Dict[str, Any] = {}
+    kwargs: dict[str, Any] = {}
     for f in fields(cls):
         key = "from" if f.name == "sender" else f.name
         if key in obj:
@@ -452,7 +453,7 @@ class LineReader:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def next_line(self) -> Optional[bytes]:
+    def next_line(self) -> bytes | None:
         """The next complete line without its line ending, or None if none is complete.
 
         At end of file a last unterminated line is returned as if it had a newline;
@@ -526,7 +527,7 @@ class ServerCodec:
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
         self._reader = LineReader(max_line)
-        self.mode: Optional[str] = None
+        self.mode: str | None = None
         self._closed_sent = False
 
     @property
@@ -544,7 +545,7 @@ class ServerCodec:
     def receive_data(self, data: bytes) -> None:
         self._reader.receive_data(data)
 
-    def next_event(self) -> Union[ClientEvent, TextLine, ConnectionClosed, None]:
+    def next_event(self) -> ClientEvent | TextLine | ConnectionClosed | None:
         while True:
             raw = self._reader.next_line()
             if raw is None:
@@ -581,7 +582,7 @@ class ClientCodec:
     def receive_data(self, data: bytes) -> None:
         self._reader.receive_data(data)
 
-    def next_event(self) -> Union[ServerEvent, ConnectionClosed, None]:
+    def next_event(self) -> ServerEvent | ConnectionClosed | None:
         while True:
             raw = self._reader.next_line()
             if raw is None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Tuple, Union
 
 from lanchat.protocol.chat import STATES
 from lanchat.protocol.errors import LocalProtocolError, RemoteProtocolError
@@ -27,7 +26,7 @@ LEGACY_PROBE = b"DISCOVER_SERVER"
 LEGACY_REPLY = b"SERVER_HERE"
 MAX_DATAGRAM = 512
 MAX_NONCE = 64
-SUPPORTED_VERSIONS: Tuple[int, ...] = (1,)
+SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def encode_probe(nonce: str) -> bytes:
     ).encode()
 
 
-def parse_probe(data: bytes) -> Union[Probe, LegacyProbe]:
+def parse_probe(data: bytes) -> Probe | LegacyProbe:
     """Decode a datagram received by the server."""
     if len(data) > MAX_DATAGRAM:
         raise RemoteProtocolError("too_large", f"Probe of {len(data)} bytes is too large.")
@@ -88,7 +87,9 @@ def parse_probe(data: bytes) -> Union[Probe, LegacyProbe]:
     try:
         obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise RemoteProtocolError("bad_probe", "Probe is neither DISCOVER_SERVER nor JSON.") from None
+        raise RemoteProtocolError(
+            "bad_probe", "Probe is neither DISCOVER_SERVER nor JSON."
+        ) from None
     if not isinstance(obj, dict) or obj.get("type") != "discover":
         raise RemoteProtocolError("bad_probe", "JSON probe must be an object of type 'discover'.")
     try:

@@ -15,11 +15,11 @@ The prompts exist in English and Norwegian Bokmål (the original system's langua
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Union
 
 from lanchat.protocol import chat, rules
 
-STRINGS: Dict[str, Dict[str, str]] = {
+STRINGS: dict[str, dict[str, str]] = {
     "en": {
         "greeting": "Welcome to {name} (lanchatd {version}). Enter the room PIN:",
         "ask_pin": "Enter the PIN of the room you want to join:",
@@ -80,7 +80,7 @@ def clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
-def format_event(event: chat.Event, lang: str = "en") -> Optional[bytes]:
+def format_event(event: chat.Event, lang: str = "en") -> bytes | None:
     """The line a plain-text client sees for a server event (None: nothing to show)."""
     if isinstance(event, chat.Message):
         if event.action:
@@ -125,7 +125,7 @@ class Help:
 
 TextCommand = Union[chat.Say, chat.PrivateSay, chat.Who, chat.Quit, Help]
 
-_NO_ARGS: Dict[str, Callable[[], TextCommand]] = {
+_NO_ARGS: dict[str, Callable[[], TextCommand]] = {
     "/who": chat.Who,
     "/quit": chat.Quit,
     "/help": Help,
