@@ -81,31 +81,37 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
+class BindError(OSError):
+    pass
+
+
+def _bind(kind: int, host: str, port: int, what: str) -> socket.socket:
     host = host or "0.0.0.0"
-    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(_family(host), kind)
+    except OSError as exc:
+        raise BindError(exc.errno, f"cannot open the {what} socket: {exc.strerror}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
+    except OSError as exc:
         sock.close()
-        raise
+        option = "--port" if kind == socket.SOCK_STREAM else "--discovery-port"
+        raise BindError(exc.errno, f"cannot bind the {what} socket to "
+                        f"{format_address((host, port))}: {exc.strerror} "
+                        f"(choose another address or {option})") from None
+    sock.setblocking(False)
+    return sock
+
+
+def bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
+    sock = _bind(socket.SOCK_STREAM, host, port, "TCP chat")
+    sock.listen(backlog)
     return sock
 
 
 def bind_udp(host: str, port: int) -> socket.socket:
-    host = host or "0.0.0.0"
-    sock = socket.socket(_family(host), socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return _bind(socket.SOCK_DGRAM, host, port, "UDP discovery")
 
 
 def sock_address(sock: socket.socket) -> str:
@@ -621,6 +627,9 @@ def run(config: Config, reload: Callable[[], Config]) -> int:
     try:
         loop = Loop(config, reload)
         return loop.run()
+    except BindError as exc:
+        diag(str(exc.strerror))
+        return 1
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         diag(f"cannot start: {exc.strerror or exc}{where}")
