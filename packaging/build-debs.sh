@@ -1,0 +1,84 @@
+#!/bin/bash
+# Build the lanchat and lanchatd Debian packages from this tree into OUTDIR, then run
+# lintian on them and fail on any error or warning.
+#
+#   packaging/build-debs.sh OUTDIR
+#
+# The package is built in a fresh copy of the tree (the files git knows about, plus
+# new ones that .gitignore does not exclude), with packaging/debian as its debian/
+# directory, so nothing is written into the working tree.  Missing build dependencies
+# are installed with apt-get when run as root; otherwise the script names them.
+#
+# OUTDIR receives lanchat_VERSION_all.deb, lanchatd_VERSION_all.deb, the source
+# package (.dsc, .tar.xz), .buildinfo, .changes and lintian.txt.
+set -euo pipefail
+
+die() { echo "build-debs: $*" >&2; exit 1; }
+
+[ $# -eq 1 ] || die "usage: $0 OUTDIR"
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+mkdir -p "$1"
+out=$(cd "$1" && pwd)
+
+build_deps=(
+    debhelper dh-python dpkg-dev pybuild-plugin-pyproject python3-all
+    python3-platformdirs python3-setuptools lintian git
+)
+missing=()
+for pkg in "${build_deps[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [ "$status" = installed ] || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        die "missing build dependencies (install them as root): ${missing[*]}"
+    fi
+    echo "build-debs: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+fi
+
+version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$repo/lanchat/__init__.py")
+[ -n "$version" ] || die "no __version__ in lanchat/__init__.py"
+deb_version=$(dpkg-parsechangelog -l "$repo/packaging/debian/changelog" -S Version)
+# A native package: the Debian version is the project's version, nothing added.
+[ "$deb_version" = "$version" ] || die "packaging/debian/changelog is at $deb_version but" \
+    "lanchat/__init__.py says $version: add a changelog entry (dch -v $version)"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/lanchat-debs.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+src="$work/lanchat-$version"
+mkdir "$src"
+git -C "$repo" rev-parse --git-dir >/dev/null 2>&1 || die "$repo is not a git checkout"
+# Tracked and new (not ignored) files that exist right now.
+git -C "$repo" ls-files -z --cached --others --exclude-standard --deduplicate \
+    | (cd "$repo" && while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done) \
+    | tar -C "$repo" --null -T - -cf - | tar -C "$src" -xf -
+cp -a "$src/packaging/debian" "$src/debian"
+
+echo "build-debs: building lanchat $version in $src" >&2
+# A clean environment: the system's Python (not one from PATH, pyenv or a venv), no
+# user site, no locale surprises.
+(cd "$src" && env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$work" LC_ALL=C.UTF-8 \
+    dpkg-buildpackage -us -uc --build=full) >"$work/build.log" 2>&1 \
+    || { tail -n 60 "$work/build.log" >&2; die "dpkg-buildpackage failed (log above)"; }
+
+changes="$work/lanchat_${version}_amd64.changes"
+[ -f "$changes" ] || changes=$(ls "$work"/lanchat_"$version"_*.changes)
+for f in $(sed -n '/^Files:/,/^[^ ]/s/^ [0-9a-f]\{32\} [0-9]* [^ ]* [^ ]* //p' "$changes") \
+        "$(basename "$changes")"; do
+    cp "$work/$f" "$out/"
+done
+
+echo "build-debs: lintian" >&2
+# --fail-on error,warning makes any error or warning fail the build; info and
+# pedantic tags are shown for the reader but do not.
+if ! env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$work" LC_ALL=C.UTF-8 lintian --fail-on error,warning --display-info --tag-display-limit 0 \
+        "$out/$(basename "$changes")" >"$out/lintian.txt" 2>&1; then
+    cat "$out/lintian.txt" >&2
+    die "lintian found errors or warnings (above)"
+fi
+cat "$out/lintian.txt" >&2
+echo "build-debs: built in $out:" >&2
+ls "$out"/*.deb >&2
