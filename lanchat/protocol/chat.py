@@ -416,7 +416,7 @@ def parse_greeting(line: str) -> Greeting:
         raise RemoteProtocolError("not_lanchat", "The server did not greet as a lanchat server.")
     head, _, rest = line[len(GREETING_MAGIC):].partition(" ")
     status, _, text = rest.partition(" ")
-    if not head.isdigit() or not status:
+    if not (head.isascii() and head.isdigit() and len(head) <= 6) or not status:
         raise RemoteProtocolError("not_lanchat", f"Malformed greeting line: {line[:80]!r}")
     return Greeting(int(head), status, text)
 
