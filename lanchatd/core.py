@@ -580,7 +580,7 @@ class ChatCore:
             room.history.append(message)
         self.counters["messages"] += 1
         if self.config.log_messages:
-            self.log.record(now, "message", room=room.pin, name=conn.name, seq=room.seq,
+            self.log.record(now, "message", room=room.pin, name=conn.name, room_seq=room.seq,
                             text=event.text)
         self._broadcast(fx, room, message)
 
