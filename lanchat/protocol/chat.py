@@ -385,6 +385,15 @@ def _tuple_of_str(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+# The JSON type each annotated field of a server event must have.
+_FIELD_TYPES: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: type(v) is int,
+    "float": lambda v: type(v) in (int, float),
+    "bool": lambda v: type(v) is bool,
+    "str | None": lambda v: v is None or isinstance(v, str),
+}
+
 _SERVER_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (Welcome, Joined, Message, Private, Presence, Members, StateChanged,
@@ -400,12 +409,16 @@ def parse_server_message(line: str) -> ServerEvent:
     if cls is None:
         return Unknown(obj)
     kwargs: dict[str, Any] = {}
-    for f in fields(cls):
-        key = "from" if f.name == "sender" else f.name
-        if key in obj:
-            value = obj[key]
-            kwargs[f.name] = _tuple_of_str(value) if f.name == "members" else value
     try:
+        for f in fields(cls):
+            key = "from" if f.name == "sender" else f.name
+            if key in obj:
+                value = obj[key]
+                if f.name == "members":
+                    value = _tuple_of_str(value)
+                elif not _FIELD_TYPES.get(str(f.type), lambda v: True)(value):
+                    raise LocalProtocolError("bad_event", f"Field {key!r} has the wrong type.")
+                kwargs[f.name] = value
         return cls(**kwargs)  # type: ignore[return-value]
     except (TypeError, LocalProtocolError) as exc:
         raise RemoteProtocolError("bad_event", f"Malformed {kind!r} event: {exc}") from None
