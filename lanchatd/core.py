@@ -383,6 +383,9 @@ class ChatCore:
     def _on_bad_input(self, fx: Effects, conn: Conn, exc: RemoteProtocolError,
                       now: float) -> None:
         """The one place where a client's bad input becomes a reply or a disconnect."""
+        if exc.code == "invalid_pin":  # the codec knows only the protocol's 1-64 digits
+            exc = RemoteProtocolError(exc.code, rules.pin_rule(self.config.pin_min_length,
+                                                                self.config.pin_max_length))
         conn.errors += 1
         self.counters["protocol_errors"] += 1
         self.log.record(now, "protocol_error", addr=format_address(conn.addr),
