@@ -1,0 +1,116 @@
+"""Where the daemon's control socket is, for the daemon and for lanchatctl alike.
+
+lanchatd and lanchatctl never import each other, so the rule lives here.  The daemon
+listens on ``[control] control_socket`` from its configuration file, or
+``--control-socket``, or else on ``$RUNTIME_DIRECTORY/control.sock`` under systemd
+(``/run/lanchatd/control.sock``) or ``control.sock`` in the user's runtime directory
+(platformdirs) when started by hand.
+
+lanchatctl has no ``$RUNTIME_DIRECTORY`` of the daemon's, so it looks in this order:
+``--socket PATH``; ``$LANCHAT_CONTROL_SOCKET``; the daemon configuration file's
+``control_socket`` when it sets one; ``$RUNTIME_DIRECTORY/control.sock`` when that is
+set (lanchatctl run from a unit); then the first that exists of the user's own daemon
+socket and the system daemon's ``/run/lanchatd/control.sock``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import platformdirs
+
+APP_NAME = "lanchat"
+SOCKET_NAME = "control.sock"
+SYSTEM_CONTROL_SOCKET = "/run/lanchatd/control.sock"
+SOCKET_ENV = "LANCHAT_CONTROL_SOCKET"
+DAEMON_CONFIG = "/etc/lanchat/lanchatd.toml"
+DAEMON_CONFIG_NAME = "lanchatd.toml"
+
+
+def _first_path(environ: Mapping[str, str], variable: str) -> str | None:
+    first = environ.get(variable, "").split(":")[0]
+    return first or None
+
+
+def user_control_socket() -> str:
+    """control.sock in the user's runtime directory (a daemon started by hand)."""
+    with warnings.catch_warnings():
+        # platformdirs warns when $XDG_RUNTIME_DIR is unset and it falls back to /tmp.
+        warnings.simplefilter("ignore")
+        runtime = platformdirs.user_runtime_dir(APP_NAME)
+    return os.path.join(runtime, SOCKET_NAME)
+
+
+def daemon_control_socket(environ: Mapping[str, str] = os.environ) -> str:
+    """The path lanchatd listens on when its configuration names none."""
+    runtime = _first_path(environ, "RUNTIME_DIRECTORY")
+    if runtime is not None:
+        return os.path.join(runtime, SOCKET_NAME)
+    return user_control_socket()
+
+
+def daemon_config_path(environ: Mapping[str, str] = os.environ) -> str:
+    directory = _first_path(environ, "CONFIGURATION_DIRECTORY")
+    return os.path.join(directory, DAEMON_CONFIG_NAME) if directory else DAEMON_CONFIG
+
+
+def configured_control_socket(path: str) -> str | None:
+    """``[control] control_socket`` from the daemon configuration file at ``path``.
+
+    None when the file is missing, unreadable, not TOML or does not set the key: the
+    daemon says what is wrong with its own file; here it only means "not set".
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib as toml
+    else:
+        import tomli as toml
+    try:
+        with open(path, "rb") as f:
+            document: dict[str, Any] = toml.load(f)
+    except (OSError, ValueError):
+        return None
+    section = document.get("control")
+    value = section.get("control_socket") if isinstance(section, dict) else None
+    return value if isinstance(value, str) and value and "\0" not in value else None
+
+
+@dataclass(frozen=True)
+class SocketChoice:
+    """The socket lanchatctl will use, where that choice came from, and what it tried."""
+
+    path: str
+    source: str
+    candidates: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.candidates and len(self.candidates) > 1:
+            return "looked for " + " and ".join(self.candidates)
+        return f"from {self.source}"
+
+
+def find_control_socket(explicit: str | None = None,
+                        environ: Mapping[str, str] = os.environ,
+                        exists: Callable[[str], bool] = os.path.exists) -> SocketChoice:
+    """The control socket lanchatctl should talk to (see the module docstring)."""
+    if explicit:
+        return SocketChoice(explicit, "--socket")
+    value = environ.get(SOCKET_ENV)
+    if value:
+        return SocketChoice(value, f"${SOCKET_ENV}")
+    config = daemon_config_path(environ)
+    configured = configured_control_socket(config)
+    if configured is not None:
+        return SocketChoice(configured, config)
+    runtime = _first_path(environ, "RUNTIME_DIRECTORY")
+    if runtime is not None:
+        return SocketChoice(os.path.join(runtime, SOCKET_NAME), "$RUNTIME_DIRECTORY")
+    candidates = tuple(dict.fromkeys((user_control_socket(), SYSTEM_CONTROL_SOCKET)))
+    for path in candidates:
+        if exists(path):
+            return SocketChoice(path, "the default places", candidates)
+    return SocketChoice(SYSTEM_CONTROL_SOCKET, "the default places", candidates)
