@@ -384,15 +384,19 @@ class Loop:
             self.activity.record(now, "internal_error", detail=detail[:300])
 
     def _after_pass(self, now: float) -> None:
-        while self.overflowed:
-            cids, self.overflowed = self.overflowed, []
-            for cid in cids:
-                self.apply(self.core.overflow(cid, now), enforce_cap=False)
-        if self.dirty:
+        cap = self.config.output_buffer_bytes
+        while self.dirty or self.overflowed:
             dirty, self.dirty = self.dirty, set()
             for conn in dirty:
                 if conn.cid in self.conns:
                     conn.flush()
+                    # The cap is on what the kernel would not take, checked after the
+                    # write: one busy pass must not count against a reader that reads.
+                    if len(conn.outbuf) > cap and not conn.closing:
+                        self.overflowed.append(conn.cid)
+            cids, self.overflowed = self.overflowed, []
+            for cid in cids:
+                self.apply(self.core.overflow(cid, now))
         if self.control is not None:
             self.control.after_pass(now)
 
@@ -420,9 +424,8 @@ class Loop:
     def core_call(self, method: Callable[..., Effects], *args: Any) -> None:
         self.apply(method(*args))
 
-    def apply(self, fx: Effects, *, enforce_cap: bool = True) -> None:
+    def apply(self, fx: Effects) -> None:
         conns = self.conns
-        cap = self.config.output_buffer_bytes
         for targets, data in fx.sends:
             size = len(data)
             for cid in targets:
@@ -432,8 +435,6 @@ class Loop:
                 conn.pending.append(data)
                 conn.pending_bytes += size
                 self.dirty.add(conn)
-                if enforce_cap and conn.pending_bytes + len(conn.outbuf) > cap:
-                    self.overflowed.append(cid)
         for cid in fx.closes:
             conn = conns.get(cid)
             if conn is not None and not conn.closing:
