@@ -1,0 +1,239 @@
+"""The socket side of a session: one non-blocking TCP connection in a selectors loop.
+
+``ChatClient`` owns the socket of a ``Session`` and nothing else: it opens the
+connection when the session wants one (at once, then after each drop when the
+backoff says), feeds received bytes to the session, writes what the session
+produces, and closes the socket when the session says so.  The events the session
+returns are handed to the interface through the ``emit`` callback.  The interface
+(plain mode, curses) owns the loop: it registers its own input on the same selector
+and calls ``timeout()`` and ``tick()`` around ``select``.
+
+Name resolution is the one blocking step (``getaddrinfo``); on a LAN it is a hosts
+file or mDNS lookup.  The connect itself is non-blocking, with a timeout.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import socket
+import time
+from collections.abc import Callable
+
+from lanchat.client.session import Session, UiEvent
+
+CONNECT_TIMEOUT = 10.0
+RECV_SIZE = 65536
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_server(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[V6]:PORT`` or a bare IPv6 address -> (host, port).
+
+    Raises ValueError with a sentence for a person.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("the server address is empty")
+    port_text = ""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not HOST[:PORT] ([IPv6]:PORT for IPv6)")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host = text  # a name, IPv4 address or bare IPv6 address
+    if not host:
+        raise ValueError(f"{text!r} has no host")
+    if port_text == "" and (text.endswith(":")):
+        raise ValueError(f"{text!r} has an empty port")
+    port = default_port
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"the port in {text!r} is not a number from 1 to 65535")
+        port = int(port_text)
+    return host, port
+
+
+class ChatClient:
+    def __init__(self, session: Session, host: str, port: int,
+                 selector: selectors.BaseSelector, emit: Callable[[list[UiEvent]], None], *,
+                 clock: Callable[[], float] = time.monotonic,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        self.session = session
+        self.host = host
+        self.port = port
+        self.selector = selector
+        self.emit = emit
+        self.clock = clock
+        self.connect_timeout = connect_timeout
+        self.sock: socket.socket | None = None
+        self._connecting_until: float | None = None
+        self._out = bytearray()
+        self._registered_mask = 0
+
+    @property
+    def address(self) -> str:
+        return format_address(self.host, self.port)
+
+    # ------------------------------------------------------------------ loop hooks
+
+    def timeout(self) -> float | None:
+        """Seconds until ``tick`` has something to do (None: nothing scheduled)."""
+        now = self.clock()
+        times = []
+        deadline = self.session.next_deadline()
+        if deadline is not None:
+            times.append(deadline)
+        if self._connecting_until is not None:
+            times.append(self._connecting_until)
+        if not times:
+            return None
+        return max(0.0, min(times) - now)
+
+    def tick(self) -> None:
+        """Run what is due: session timers, a connect timeout, a scheduled reconnect."""
+        now = self.clock()
+        if self._connecting_until is not None and now >= self._connecting_until:
+            self._close()
+            self.emit(self.session.connection_failed(
+                f"no answer from {self.address} within {self.connect_timeout:g} s", now))
+        self.emit(self.session.tick(now))
+        self.flush()
+        if self.session.wants_connect(self.clock()):
+            self.connect()
+
+    def flush(self) -> None:
+        """Write what the session has produced; close if the session asks."""
+        data = self.session.data_to_send()
+        if data:
+            self._out += data
+        if self.sock is not None and self._connecting_until is None and self._out:
+            self._write()
+        if self.session.must_close and self.sock is not None:
+            self._close()
+            self.emit(self.session.connection_lost(self._close_reason(), self.clock()))
+
+    def _close_reason(self) -> str:
+        return "closed"
+
+    # ------------------------------------------------------------------ connecting
+
+    def connect(self) -> None:
+        now = self.clock()
+        self.emit(self.session.connecting(now))
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            self.emit(self.session.connection_failed(
+                f"cannot resolve {self.host!r}: {exc.strerror}", self.clock()))
+            return
+        family, kind, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        except OSError:
+            pass
+        code = sock.connect_ex(sockaddr)
+        self.sock = sock
+        self._out.clear()
+        if code in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            self._connecting_until = now + self.connect_timeout
+            self._watch(selectors.EVENT_WRITE)
+            if code == 0:
+                self._connected()
+        else:
+            self._close()
+            self.emit(self.session.connection_failed(os.strerror(code), self.clock()))
+
+    def _connected(self) -> None:
+        assert self.sock is not None
+        error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            self._close()
+            self.emit(self.session.connection_failed(
+                f"{self.address}: {os.strerror(error)}", self.clock()))
+            return
+        self._connecting_until = None
+        self._watch(selectors.EVENT_READ)
+        self.emit(self.session.connection_made(self.clock()))
+        self.flush()
+
+    # ------------------------------------------------------------------ I/O
+
+    def _watch(self, mask: int) -> None:
+        assert self.sock is not None
+        if mask == self._registered_mask:
+            return
+        if self._registered_mask:
+            self.selector.modify(self.sock, mask, self._on_ready)
+        else:
+            self.selector.register(self.sock, mask, self._on_ready)
+        self._registered_mask = mask
+
+    def _on_ready(self, mask: int) -> None:
+        if self.sock is None:
+            return
+        if self._connecting_until is not None:
+            if mask & selectors.EVENT_WRITE:
+                self._connected()
+            return
+        if mask & selectors.EVENT_READ:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            except OSError as exc:
+                self._lost(exc.strerror or str(exc))
+                return
+            if data is not None:
+                events = self.session.receive_data(data, self.clock())
+                if not data and self.sock is not None:
+                    self._close()
+                self.emit(events)
+        if mask & selectors.EVENT_WRITE and self.sock is not None:
+            self._write()
+        self.flush()
+
+    def _write(self) -> None:
+        assert self.sock is not None
+        try:
+            sent = self.sock.send(self._out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._lost(exc.strerror or str(exc))
+            return
+        del self._out[:sent]
+        self._watch(selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0))
+
+    def _lost(self, reason: str) -> None:
+        self._close()
+        self.emit(self.session.connection_lost(reason, self.clock()))
+
+    def _close(self) -> None:
+        self._connecting_until = None
+        self._out.clear()
+        if self.sock is not None:
+            if self._registered_mask:
+                self.selector.unregister(self.sock)
+            self._registered_mask = 0
+            self.sock.close()
+            self.sock = None
+
+    def close(self) -> None:
+        """Drop the connection without telling the session (the program is ending)."""
+        if self.sock is not None and self._out and self._connecting_until is None:
+            try:
+                self.sock.send(self._out)
+            except OSError:
+                pass
+        self._close()

@@ -1,0 +1,122 @@
+"""The sentences the client shows about its session, in the person's language.
+
+The server's own explanations arrive in English; where the client knows what a code
+means (a refused PIN or name, a server in standby) it says it in its own words, with
+the server's numbers, so the person gets the rule in their language.
+"""
+
+from __future__ import annotations
+
+from lanchat.client import session as s
+from lanchat.client.i18n import _, ngettext
+from lanchat.protocol import chat, rules
+
+
+def pin_rule(welcome: chat.Welcome | None) -> str:
+    low = welcome.pin_min if welcome else rules.DEFAULT_PIN_MIN
+    high = welcome.pin_max if welcome else rules.DEFAULT_PIN_MAX
+    if low == high:
+        return _("A room PIN is exactly {count} digits (0-9).").format(count=low)
+    return _("A room PIN is {low} to {high} digits (0-9).").format(low=low, high=high)
+
+
+def name_rule() -> str:
+    return _("A name is 1 to {count} printable characters, with no control characters and "
+             "no space at either end, and must not already be used in the room (ignoring "
+             "case).").format(count=rules.NAME_MAX_CHARS)
+
+
+def state_text(state: str) -> str:
+    return {
+        "active": _("active"),
+        "standby": _("in standby"),
+        "stopped": _("stopped"),
+    }.get(state, state)
+
+
+def refused_status(status: str, server_text: str) -> str:
+    """Why a server that greeted with ``status`` did not let us in."""
+    known = {
+        "standby": _("The server is in standby and accepts no new people. Try again later."),
+        "stopped": _("The server is stopped and accepts no new people. Try again later."),
+        "full": _("The server has too many connections. Try again later."),
+        "busy": _("The server is busy. Try again later."),
+    }
+    return known.get(status, server_text)
+
+
+def join_refused(event: s.JoinRefused, name: str = "") -> str:
+    """The rule behind a refused PIN or name."""
+    if event.code == "invalid_pin":
+        return _("That PIN was not accepted.") + " " + pin_rule(event.welcome)
+    if event.code == "name_taken":
+        return _("The name {name} is already used in this room. Choose another.").format(
+            name=name or "?")
+    if event.code == "invalid_name":
+        return _("That name was not accepted.") + " " + name_rule()
+    return event.message
+
+
+def disconnected(event: s.Disconnected) -> str:
+    text = _("Connection lost: {reason}").format(reason=event.reason.rstrip("."))
+    if event.retry_in is not None:
+        text += " " + _("Reconnecting in {seconds:.0f} s.").format(
+            seconds=max(1.0, event.retry_in))
+    if event.queued:
+        text += " " + ngettext("{count} message waits to be sent.",
+                               "{count} messages wait to be sent.",
+                               event.queued).format(count=event.queued)
+    return text
+
+
+def retrying(event: s.Retrying) -> str:
+    if event.code == "name_taken":
+        head = _("Your name is still held by the old connection.")
+    elif event.code == "join_rate_limited":
+        head = _("Too many join attempts from this address.")
+    else:
+        head = event.message
+    return head + " " + _("Trying again in {seconds:.0f} s.").format(
+        seconds=max(1.0, event.retry_in))
+
+
+def held(event: s.Held) -> str:
+    if event.reason == "stopped":
+        return _("The server is stopped: your message waits and is sent when it allows "
+                 "messages again.")
+    return _("Sending slower: the server's rate limit was reached.")
+
+
+def not_delivered(event: s.NotDelivered) -> str:
+    return _("Not delivered: {text} ({reason})").format(
+        text=_clip(event.item.text), reason=event.message.rstrip("."))
+
+
+def unsent(items: tuple[s.Outgoing, ...]) -> list[str]:
+    if not items:
+        return []
+    lines = [ngettext("{count} message was not sent:", "{count} messages were not sent:",
+                      len(items)).format(count=len(items))]
+    lines += [f"  {_clip(item.text, 200)}" for item in items]
+    return lines
+
+
+def finished(event: s.Finished) -> str:
+    """Why the session ended (empty for a plain quit)."""
+    if event.reason == "quit":
+        return ""
+    if event.reason == "connect_failed":
+        return _("Could not connect: {reason}").format(reason=event.message)
+    if event.reason in chat.GREETING_STATUSES or event.reason in chat.STATES:
+        return refused_status(event.reason, event.message)
+    if event.reason == "kicked":
+        return _("You were removed from the room: {message}").format(message=event.message)
+    if event.reason == "room_closed":
+        return _("The room was closed: {message}").format(message=event.message)
+    if event.reason == "not_lanchat":
+        return _("That is not a lanchat server: {message}").format(message=event.message)
+    return event.message or event.reason
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
