@@ -601,11 +601,12 @@ class ControlServer:
         result = loop.core.snapshot(now)
         result["state_description"] = SERVER_STATE_RULES[loop.core.state].description
         result["pid"] = os.getpid()
-        addresses = {"control": self.path}
+        addresses = {}
         if loop.tcp is not None:
             addresses["tcp"] = sock_address(loop.tcp)
         if loop.udp is not None:
             addresses["udp"] = sock_address(loop.udp)
+        addresses["control"] = self.path
         result["addresses"] = addresses
         result["discovery"] = dict(loop.discovery.counters)
         result["control_connections"] = len(self.conns)

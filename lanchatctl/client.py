@@ -1,0 +1,315 @@
+"""A small blocking client of the control socket, and the errors lanchatctl explains.
+
+Every failure becomes a ``CtlError``: one sentence for a person (what went wrong, the
+path involved, what to do next), a short ``name`` for scripts, and the exit status
+lanchatctl returns (the table is in ``lanchatctl --help``).
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from lanchat import __version__
+from lanchat.paths import SocketChoice
+from lanchat.protocol.control import (
+    SUPPORTED_VERSIONS,
+    ClientConnection,
+    Code,
+    ConnectionClosed,
+    ControlError,
+    Failure,
+    Hello,
+    Log,
+    Ok,
+    Reply,
+    Request,
+    StreamEnd,
+    StreamItem,
+)
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_PERMISSION = 4
+EXIT_PROTOCOL = 5
+EXIT_NOT_FOUND = 6
+EXIT_INTERRUPTED = 130
+
+#: (status, meaning) in the order ``lanchatctl --help`` lists them.
+EXIT_STATUSES: tuple[tuple[int, str], ...] = (
+    (EXIT_OK, "done"),
+    (EXIT_REFUSED, "lanchatd refused or failed the request (bad value, reload failed)"),
+    (EXIT_USAGE, "the command line is wrong"),
+    (EXIT_UNREACHABLE, "lanchatd is not running, its socket is missing, or it did not "
+                       "answer"),
+    (EXIT_PERMISSION, "permission denied on the control socket (see which group "
+                      "grants access)"),
+    (EXIT_PROTOCOL, "version mismatch, or the socket does not speak the lanchat control "
+                    "protocol"),
+    (EXIT_NOT_FOUND, "unknown room or user"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C) before the command finished"),
+)
+
+EXIT_FOR_CODE: Mapping[Code, int] = {
+    Code.BAD_REQUEST: EXIT_PROTOCOL,
+    Code.REQUEST_TOO_LARGE: EXIT_PROTOCOL,
+    Code.UNKNOWN_COMMAND: EXIT_PROTOCOL,
+    Code.HELLO_REQUIRED: EXIT_PROTOCOL,
+    Code.UNSUPPORTED_VERSION: EXIT_PROTOCOL,
+    Code.TOO_MANY_ERRORS: EXIT_PROTOCOL,
+    Code.IDLE_TIMEOUT: EXIT_UNREACHABLE,
+    Code.UNKNOWN_ROOM: EXIT_NOT_FOUND,
+    Code.UNKNOWN_USER: EXIT_NOT_FOUND,
+    Code.BAD_VALUE: EXIT_REFUSED,
+    Code.RELOAD_FAILED: EXIT_REFUSED,
+    Code.BUSY: EXIT_UNREACHABLE,
+    Code.SHUTTING_DOWN: EXIT_UNREACHABLE,
+    Code.INTERNAL_ERROR: EXIT_REFUSED,
+}
+
+# What to do next, after the daemon's own sentence.
+_HINTS: Mapping[Code, str] = {
+    Code.UNKNOWN_ROOM: "`lanchatctl rooms` lists the open rooms.",
+    Code.UNKNOWN_USER: "`lanchatctl users PIN` lists who is in a room.",
+    Code.UNKNOWN_COMMAND: "The running lanchatd is older than this lanchatctl; use the "
+                          "lanchatctl installed with it.",
+    Code.INTERNAL_ERROR: "This is a bug in lanchatd; its stderr (journalctl -u lanchatd) "
+                         "has the details.",
+}
+
+
+class CtlError(Exception):
+    """A failure explained in one sentence, with lanchatctl's exit status for it."""
+
+    def __init__(self, message: str, status: int, name: str, code: Code | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.name = name
+        self.code = code
+
+    def as_json(self) -> dict[str, Any]:
+        return {"error": {"name": self.name, "code": None if self.code is None
+                          else int(self.code), "message": self.message},
+                "exit_status": self.status}
+
+
+def failure_error(failure: Failure) -> CtlError:
+    """The daemon's error reply, as lanchatctl reports it."""
+    message = failure.message
+    hint = _HINTS.get(failure.code)
+    if hint:
+        message = f"{message} {hint}"
+    return CtlError(message, EXIT_FOR_CODE.get(failure.code, EXIT_REFUSED),
+                    failure.code.wire_name, failure.code)
+
+
+def _owner_and_group(path: str) -> tuple[str, str]:
+    """Owner and group of ``path`` or of the nearest parent we may look at."""
+    current = path
+    while True:
+        try:
+            st = os.stat(current)
+            break
+        except OSError:
+            parent = os.path.dirname(current)
+            if not parent or parent == current:
+                return "root", "lanchat"
+            current = parent
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return owner, group
+
+
+def connect_error(exc: OSError, choice: SocketChoice, timeout: float) -> CtlError:
+    """Why connecting to the control socket failed, and what to do about it."""
+    path = choice.path
+    if isinstance(exc, FileNotFoundError):
+        if len(choice.candidates) > 1:
+            where = "no control socket at " + " or ".join(choice.candidates)
+        else:
+            where = f"no control socket at {path} (from {choice.source})"
+        return CtlError(
+            f"{where}: lanchatd is not running, or it listens elsewhere. Start it "
+            "(systemctl start lanchatd), or name its socket with --socket PATH or "
+            "$LANCHAT_CONTROL_SOCKET.", EXIT_UNREACHABLE, "socket_missing")
+    if isinstance(exc, ConnectionRefusedError):
+        return CtlError(
+            f"lanchatd is not running: nothing listens on {path} (the file was left by a "
+            "daemon that stopped). Start it (systemctl start lanchatd), or name the "
+            "right socket with --socket PATH.", EXIT_UNREACHABLE, "not_running")
+    if isinstance(exc, PermissionError):
+        owner, group = _owner_and_group(path)
+        return CtlError(
+            f"permission denied on the control socket {path}: only {owner} and members "
+            f"of group {group} may use it. Ask to be added to that group (sudo usermod "
+            f"-aG {group} $USER, then log in again), or run lanchatctl with sudo.",
+            EXIT_PERMISSION, "permission_denied")
+    if isinstance(exc, socket.timeout):
+        return CtlError(
+            f"lanchatd did not accept the connection on {path} within {timeout:g} s: it "
+            "may be overloaded or stuck. Check it with: systemctl status lanchatd",
+            EXIT_UNREACHABLE, "timeout")
+    if exc.errno in (errno.ENOTSOCK, errno.ECONNREFUSED, errno.EPROTOTYPE, errno.ENOTDIR):
+        return CtlError(
+            f"{path} is not a lanchatd control socket ({exc.strerror}). Name the right "
+            "one with --socket PATH.", EXIT_UNREACHABLE, "not_a_socket")
+    return CtlError(f"cannot connect to lanchatd at {path}: {exc.strerror or exc}.",
+                    EXIT_UNREACHABLE, "connect_failed")
+
+
+class ControlClient:
+    """One connection to lanchatd's control socket.  Use as a context manager."""
+
+    def __init__(self, choice: SocketChoice, timeout: float = 5.0) -> None:
+        self.choice = choice
+        self.path = choice.path
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.codec = ClientConnection()
+        self.server: dict[str, Any] = {}
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def connect(self) -> dict[str, Any]:
+        """Connect and check the protocol version; returns what the daemon said."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            raise connect_error(exc, self.choice, self.timeout) from None
+        self.sock = sock
+        try:
+            self.server = self._call(Hello(SUPPORTED_VERSIONS, f"lanchatctl/{__version__}"))
+        except CtlError as exc:
+            self.close()
+            if exc.code == Code.UNSUPPORTED_VERSION:
+                raise self._mismatch(exc.message) from None
+            raise
+        if self.server.get("version") not in SUPPORTED_VERSIONS:
+            self.close()
+            raise self._mismatch(f"it chose version {self.server.get('version')!r}.")
+        return self.server
+
+    def _mismatch(self, detail: str) -> CtlError:
+        ours = ", ".join(map(str, SUPPORTED_VERSIONS))
+        return CtlError(
+            f"version mismatch: lanchatd at {self.path} and this lanchatctl {__version__} "
+            f"(control protocol {ours}) have no protocol in common: {detail} Use the "
+            "lanchatctl installed with the running lanchatd, or upgrade both.",
+            EXIT_PROTOCOL, "version_mismatch", Code.UNSUPPORTED_VERSION)
+
+    def call(self, request: Request) -> dict[str, Any]:
+        """Send one request and return its result; raise CtlError for a failure."""
+        if self.sock is None:
+            self.connect()
+        return self._call(request)
+
+    def _call(self, request: Request) -> dict[str, Any]:
+        request_id, data = self.codec.send(request)
+        self._send(data)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            event = self._next(deadline)
+            if isinstance(event, Ok) and event.id == request_id:
+                return dict(event.result)
+            if isinstance(event, Failure) and event.id in (request_id, None):
+                raise failure_error(event)
+            # Anything else (an entry of a stream this connection runs) is not ours.
+
+    def follow(self, n: int | None) -> Iterator[dict[str, Any]]:
+        """The last ``n`` log entries, then every new one until the daemon ends it."""
+        result = self.call(Log(n=n, follow=True))
+        yield from result.get("entries", [])
+        while True:
+            event = self._next(None)
+            if isinstance(event, StreamItem):
+                yield dict(event.entry)
+            elif isinstance(event, StreamEnd):
+                if event.reason == "cancelled":
+                    return
+                raise CtlError(f"lanchatd ended the log stream: {event.message or event.reason}",
+                               EXIT_UNREACHABLE, "stream_ended")
+            elif isinstance(event, Failure) and event.id is None:
+                raise failure_error(event)
+
+    # -- the socket --------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        assert self.sock is not None
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise self._no_answer() from None
+        except OSError as exc:
+            raise CtlError(f"lost the connection to lanchatd at {self.path} "
+                           f"({exc.strerror or exc}); it may have stopped.",
+                           EXIT_UNREACHABLE, "connection_lost") from None
+
+    def _no_answer(self) -> CtlError:
+        return CtlError(
+            f"lanchatd did not answer within {self.timeout:g} s on {self.path}: it may be "
+            "overloaded or stuck. Check it with: systemctl status lanchatd (or try again "
+            "with a longer --timeout).", EXIT_UNREACHABLE, "timeout")
+
+    def _next(self, deadline: float | None) -> Reply:
+        """The next reply or stream line; raise CtlError on EOF, timeout or garbage."""
+        assert self.sock is not None
+        while True:
+            try:
+                event = self.codec.next_event()
+            except ControlError as exc:
+                raise CtlError(
+                    f"{self.path} answered something that is not the lanchat control "
+                    f"protocol ({exc.message}); is it a lanchatd control socket?",
+                    EXIT_PROTOCOL, "protocol_error") from None
+            if isinstance(event, ConnectionClosed):
+                raise CtlError(
+                    f"lanchatd closed the connection on {self.path} without answering; it "
+                    "may be stopping. Try again, or check: systemctl status lanchatd",
+                    EXIT_UNREACHABLE, "connection_closed")
+            if event is not None:
+                return event
+            if deadline is None:
+                self.sock.settimeout(None)
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._no_answer()
+                self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                raise self._no_answer() from None
+            except ConnectionResetError:
+                data = b""
+            except OSError as exc:
+                raise CtlError(f"lost the connection to lanchatd at {self.path} "
+                               f"({exc.strerror or exc}).", EXIT_UNREACHABLE,
+                               "connection_lost") from None
+            self.codec.receive_data(data)

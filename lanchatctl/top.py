@@ -1,0 +1,114 @@
+"""``lanchatctl top``: the dashboard, redrawn in place with curses until q or Ctrl-C.
+
+One connection asks for ``status`` and the recent log every interval.  If the daemon
+goes away the screen says why and the next refresh tries again, so top survives a
+restart of the daemon.
+"""
+
+from __future__ import annotations
+
+import curses
+import sys
+import textwrap
+import time
+from typing import Any
+
+from lanchat.paths import find_control_socket
+from lanchat.protocol.control import Log, Status
+from lanchatctl import render
+from lanchatctl.cli import Options
+from lanchatctl.client import EXIT_OK, EXIT_USAGE, ControlClient, CtlError
+
+LOG_LINES = 50
+QUIT_KEYS = (ord("q"), ord("Q"))
+
+
+class Dashboard:
+    def __init__(self, options: Options, interval: float) -> None:
+        self.options = options
+        self.interval = interval
+        self.client: ControlClient | None = None
+        self.path = ""
+
+    def fetch(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
+        """(status, recent log entries, error sentence or "")."""
+        try:
+            if self.client is None:
+                choice = find_control_socket(self.options.socket)
+                self.path = choice.path
+                self.client = ControlClient(choice, self.options.timeout)
+                self.client.connect()
+            status = self.client.call(Status())
+            entries = list(self.client.call(Log(n=LOG_LINES)).get("entries", []))
+            return status, entries, ""
+        except CtlError as exc:
+            if self.client is not None:
+                self.client.close()
+                self.client = None
+            return None, [], exc.message
+
+    def lines(self, status: dict[str, Any] | None, entries: list[dict[str, Any]], error: str,
+              height: int, width: int) -> list[str]:
+        header = (f"lanchatctl top  {self.path}  {render.clock(time.time(), date=False)}  "
+                  f"every {self.interval:g} s  q quits")
+        lines = [header, ""]
+        if status is None:
+            lines += textwrap.wrap(error, max(20, width - 1))
+            lines += ["", "Trying again at the next refresh."]
+            return lines
+        lines += render.status_lines(status, width=max(40, width - 1))
+        room = height - len(lines) - 2
+        if room > 0 and entries:
+            lines += ["", "Recent activity:"]
+            lines += [render.log_line(entry) for entry in entries[-room:]]
+        return lines
+
+    def draw(self, screen: Any, lines: list[str]) -> None:
+        screen.erase()
+        height, width = screen.getmaxyx()
+        for y, line in enumerate(lines[:height]):
+            try:
+                screen.addnstr(y, 0, line, max(0, width - 1),
+                               curses.A_BOLD if y == 0 else curses.A_NORMAL)
+            except curses.error:
+                pass  # the last cell of the screen, or a terminal resized under us
+        screen.refresh()
+
+    def run(self, screen: Any) -> int:
+        try:
+            curses.curs_set(0)
+        except curses.error:
+            pass  # a terminal that cannot hide the cursor
+        try:
+            while True:
+                status, entries, error = self.fetch()
+                deadline = time.monotonic() + self.interval
+                while True:
+                    height, width = screen.getmaxyx()
+                    self.draw(screen, self.lines(status, entries, error, height, width))
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    screen.timeout(max(1, int(left * 1000)))
+                    key = screen.getch()
+                    if key in QUIT_KEYS:
+                        return EXIT_OK
+                    if key == -1:
+                        break
+                    # KEY_RESIZE or another key: redraw and keep waiting.
+        finally:
+            if self.client is not None:
+                self.client.close()
+
+
+def run(options: Options, interval: float) -> int:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CtlError("top needs a terminal; for scripts use: lanchatctl status --json",
+                       EXIT_USAGE, "not_a_terminal")
+    dashboard = Dashboard(options, interval)
+    try:
+        status: int = curses.wrapper(dashboard.run)
+    except curses.error as exc:
+        raise CtlError(f"cannot draw on this terminal ({exc}); check $TERM, or use "
+                       "lanchatctl status", EXIT_USAGE, "terminal") from None
+    return status
