@@ -243,6 +243,8 @@ def chat_session(options: Options) -> int:
         backlog = joining.join_room(client, collector, prompter, options)
     except joining.JoinError as exc:
         client.close()
+        if not use_tui and not sys.stdin.isatty():
+            return _fail(str(exc) + " " + _("Nothing was sent."))
         return _fail(str(exc))
     if use_tui:
         from lanchat.client.tui import run_tui

@@ -58,9 +58,13 @@ def join_refused(event: s.JoinRefused, name: str = "") -> str:
 
 
 def disconnected(event: s.Disconnected) -> str:
-    text = _("Connection lost: {reason}").format(reason=event.reason.rstrip("."))
+    reason = event.reason.rstrip(".")
+    if event.reconnect_failed:
+        text = _("Could not reconnect: {reason}.").format(reason=reason)
+    else:
+        text = _("Connection lost: {reason}.").format(reason=reason)
     if event.retry_in is not None:
-        text += " " + _("Reconnecting in {seconds:.0f} s.").format(
+        text += " " + _("Trying again in {seconds:.0f} s.").format(
             seconds=max(1.0, event.retry_in))
     if event.queued:
         text += " " + ngettext("{count} message waits to be sent.",

@@ -107,9 +107,7 @@ class PlainMode:
                     self.out(json.dumps(event.to_dict(), ensure_ascii=False))
                 return
             if isinstance(event, chat.Bye):
-                if event.reason != "quit":
-                    self.err("! " + event.message)
-                return
+                return  # its message is the reason given when the connection closes
             data = text.format_event(event, self.lang)
             if data is not None:
                 self.out(data.decode("utf-8").rstrip("\n"))

@@ -169,6 +169,7 @@ class Disconnected:
     reason: str
     retry_in: float | None  # None: no retry scheduled (waiting for the person)
     queued: int
+    reconnect_failed: bool = False  # a reconnect attempt failed (not a new drop)
 
 
 @dataclass(frozen=True)
@@ -713,14 +714,15 @@ class Session:
             reason = refusal[1]
         elif bye is not None:
             reason = bye.message
+        failed = connect_failed or self.attempt > 0
         if self.pin is None or self.name is None:
             # Waiting for the person: reconnect when they answer.
             self.reconnect_at = None
-            return [Disconnected(reason, None, len(self.queue))]
+            return [Disconnected(reason, None, len(self.queue), failed)]
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * (2 ** self.attempt)) * (0.8 + 0.4 * self._rng())
         self.attempt += 1
         self.reconnect_at = now + delay
-        return [Disconnected(reason, delay, len(self.queue))]
+        return [Disconnected(reason, delay, len(self.queue), failed)]
 
     def _finish(self, ok: bool, reason: str, message: str) -> list[UiEvent]:
         if self.inflight is not None:

@@ -1,0 +1,180 @@
+"""Plain line mode end to end: the real client against the real daemon over loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lanchat_testing import Daemon, JsonClient
+from test_client_support import ClientProcess, client_env, run_client
+
+
+def server_arg(daemon: Daemon) -> list[str]:
+    return ["--server", f"127.0.0.1:{daemon.tcp[1]}"]
+
+
+def texts_from(client: JsonClient, sender: str, count: int) -> list[str]:
+    """The next ``count`` room messages from ``sender`` (live or history), in order."""
+    out: list[str] = []
+    while len(out) < count:
+        event = client.recv_until(lambda e: e["type"] == "message" and e["from"] == sender)
+        out.append(event["text"])
+    return out
+
+
+def test_echo_pipe_delivers_and_exits_zero(daemon: Daemon, tmp_path: Path) -> None:
+    with daemon.json_client() as watcher:
+        watcher.join("1234", "watcher")
+        result = run_client([*server_arg(daemon), "--pin", "1234", "--name", "ci"],
+                            client_env(tmp_path), input="build done\n")
+        assert result.returncode == 0, result.stderr
+        assert texts_from(watcher, "ci", 1) == ["build done"]
+        # stdout carries the room, as lines; our own line came back from the server.
+        assert result.stdout.strip().endswith("ci: build done")
+        assert "In room 1234 as ci" in result.stderr
+
+
+def test_many_lines_arrive_in_order_under_the_rate_limit(
+        start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    daemon = start_daemon("[limits]\nmessage_rate = 40.0\nmessage_burst = 3\n")
+    lines = [f"line {i}" for i in range(25)]
+    with daemon.json_client() as watcher:
+        watcher.join("1234", "watcher")
+        result = run_client([*server_arg(daemon), "--pin", "1234", "--username", "ci"],
+                            client_env(tmp_path), input="\n".join(lines) + "\n")
+        assert result.returncode == 0, result.stderr
+        assert texts_from(watcher, "ci", len(lines)) == lines
+
+
+def test_commands_in_plain_mode(daemon: Daemon, tmp_path: Path) -> None:
+    with daemon.json_client() as bob:
+        bob.join("1234", "bob")
+        result = run_client([*server_arg(daemon), "--pin", "1234", "--name", "ci"],
+                            client_env(tmp_path),
+                            input="/me waves\n/msg bob psst\n//literal slash\n/who\n")
+        assert result.returncode == 0, result.stderr
+        action = bob.recv_type("message")
+        assert action["action"] is True and action["text"] == "waves"
+        private = bob.recv_type("private")
+        assert private["from"] == "ci" and private["text"] == "psst"
+        assert bob.recv_type("message")["text"] == "/literal slash"
+        assert "* In room 1234: bob, ci" in result.stdout
+
+
+def test_undeliverable_lines_are_reported_and_the_rest_delivered(
+        daemon: Daemon, tmp_path: Path) -> None:
+    with daemon.json_client() as watcher:
+        watcher.join("1234", "watcher")
+        result = run_client(
+            [*server_arg(daemon), "--pin", "1234", "--name", "ci"], client_env(tmp_path),
+            input="first\n" + "x" * 2500 + "\n/msg nobody hi\n/bogus\nlast\n")
+        assert result.returncode == 1
+        assert texts_from(watcher, "ci", 2) == ["first", "last"]
+        assert "Line 2 not sent" in result.stderr and "2000" in result.stderr
+        assert "Nobody called 'nobody'" in result.stderr
+        assert "unknown command /bogus" in result.stderr
+
+
+def test_json_prints_protocol_events(daemon: Daemon, tmp_path: Path) -> None:
+    result = run_client([*server_arg(daemon), "--pin", "1234", "--name", "ci", "--json"],
+                        client_env(tmp_path), input="hello\n")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [e["type"] for e in events]
+    assert kinds[:2] == ["welcome", "joined"]
+    assert {"type": "message", "from": "ci", "text": "hello"}.items() <= events[2].items()
+
+
+def test_missing_pin_without_a_terminal_names_the_option(daemon: Daemon,
+                                                         tmp_path: Path) -> None:
+    result = run_client([*server_arg(daemon), "--name", "ci"], client_env(tmp_path),
+                        input="hello\n")
+    assert result.returncode == 1
+    assert "--pin" in result.stderr
+
+
+def test_refused_pin_explains_the_rule(daemon: Daemon, tmp_path: Path) -> None:
+    result = run_client([*server_arg(daemon), "--pin", "12", "--name", "ci"],
+                        client_env(tmp_path), input="hello\n")
+    assert result.returncode == 1
+    assert "4 to 12 digits" in result.stderr and "--pin" in result.stderr
+
+
+def test_taken_name_is_explained(daemon: Daemon, tmp_path: Path) -> None:
+    with daemon.json_client() as bob:
+        bob.join("1234", "CI")
+        result = run_client([*server_arg(daemon), "--pin", "1234", "--name", "ci"],
+                            client_env(tmp_path), input="hello\n")
+    assert result.returncode == 1
+    assert "already used in this room" in result.stderr and "--name" in result.stderr
+
+
+def test_server_in_standby_is_said_and_not_retried(start_daemon: Callable[..., Daemon],
+                                                   tmp_path: Path) -> None:
+    daemon = start_daemon(args=["--initial-state", "standby"])
+    result = run_client([*server_arg(daemon), "--pin", "1234", "--name", "ci"],
+                        client_env(tmp_path), input="hello\n")
+    assert result.returncode == 1
+    assert "standby" in result.stderr
+    assert "Nothing was sent" in result.stderr
+
+
+def test_no_server_at_the_address(tmp_path: Path, daemon: Daemon) -> None:
+    port = daemon.tcp[1]
+    daemon.stop()
+    result = run_client(["--server", f"127.0.0.1:{port}", "--pin", "1234", "--name", "ci"],
+                        client_env(tmp_path), input="hello\n")
+    assert result.returncode == 1
+    assert "Could not connect" in result.stderr and "refused" in result.stderr.lower()
+
+
+def test_daemon_restart_mid_session_reconnects_rejoins_and_delivers(
+        start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    first = start_daemon()
+    port = first.tcp[1]
+    args = ["--server", f"127.0.0.1:{port}", "--pin", "1234", "--name", "ci"]
+    with ClientProcess(args, client_env(tmp_path)) as client:
+        with first.json_client() as watcher:
+            watcher.join("1234", "watcher")
+            client.write("before the restart\n")
+            assert texts_from(watcher, "ci", 1) == ["before the restart"]
+        first.stop()
+        client.wait_for("Connection lost")
+        client.write("typed while the server was down\n")
+        second = start_daemon(args=["--port", str(port)])
+        assert second.tcp[1] == port
+        client.wait_for("Back in room 1234 as ci")
+        with second.json_client() as watcher:
+            joined = watcher.join("1234", "watcher")
+            assert "ci" in joined["members"]  # back in the room without anyone doing anything
+            client.write("after the restart\n")
+            client.close_stdin()
+            got = texts_from(watcher, "ci", 2)
+        assert got == ["typed while the server was down", "after the restart"]
+        code, out, err = client.finish()
+        assert code == 0, err
+        assert "ci: before the restart" in out and "ci: after the restart" in out
+
+
+def test_last_server_is_remembered_and_used_when_discovery_finds_nothing(
+        daemon: Daemon, tmp_path: Path) -> None:
+    env = client_env(tmp_path)
+    first = run_client([*server_arg(daemon), "--pin", "1234", "--name", "ci"], env,
+                       input="one\n")
+    assert first.returncode == 0, first.stderr
+    state = tmp_path / "state" / "lanchat" / "last-server.json"
+    saved: dict[str, Any] = json.loads(state.read_text())
+    assert saved["port"] == daemon.tcp[1] and saved["host"] == "127.0.0.1"
+    # Discovery aimed where nobody answers: the remembered server is tried.
+    from test_client_support import unused_udp_port
+
+    with daemon.json_client() as watcher:
+        watcher.join("1234", "watcher")
+        second = run_client(["--discovery-address", "127.0.0.1", "--discovery-port",
+                             str(unused_udp_port()), "--discovery-timeout", "0.3",
+                             "--pin", "1234", "--name", "ci"], env, input="two\n")
+        assert second.returncode == 0, second.stderr
+        assert "trying the last server used" in second.stderr
+        assert texts_from(watcher, "ci", 1) == ["two"]
