@@ -12,6 +12,7 @@ import grp
 import os
 import pwd
 import socket
+import stat
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -135,6 +136,13 @@ def _owner_and_group(path: str) -> tuple[str, str]:
     return owner, group
 
 
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return True  # cannot look: say what connect() said
+
+
 def connect_error(exc: OSError, choice: SocketChoice, timeout: float) -> CtlError:
     """Why connecting to the control socket failed, and what to do about it."""
     path = choice.path
@@ -147,6 +155,10 @@ def connect_error(exc: OSError, choice: SocketChoice, timeout: float) -> CtlErro
             f"{where}: lanchatd is not running, or it listens elsewhere. Start it "
             "(systemctl start lanchatd), or name its socket with --socket PATH or "
             "$LANCHAT_CONTROL_SOCKET.", EXIT_UNREACHABLE, "socket_missing")
+    if isinstance(exc, ConnectionRefusedError) and not _is_socket(path):
+        return CtlError(
+            f"{path} is not a socket, so it is not lanchatd's control socket. Name the "
+            "right one with --socket PATH.", EXIT_UNREACHABLE, "not_a_socket")
     if isinstance(exc, ConnectionRefusedError):
         return CtlError(
             f"lanchatd is not running: nothing listens on {path} (the file was left by a "

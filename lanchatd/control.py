@@ -517,10 +517,14 @@ class ControlServer:
     def shutdown(self, now: float) -> None:
         """The daemon is stopping: end streams, close everything, remove our socket file."""
         self._unsubscribe()
-        for conn, stream_id in list(self.followers.items()):
-            conn.queue(encode_reply(StreamEnd(stream_id, "shutdown", "lanchatd is stopping.")))
-        self.followers.clear()
         for conn in list(self.conns):
+            stream_id = self.followers.pop(conn, None)
+            if stream_id is not None:
+                conn.queue(encode_reply(StreamEnd(stream_id, "shutdown",
+                                                  "lanchatd is stopping.")))
+            else:
+                conn.queue(encode_reply(Failure(None, Code.SHUTTING_DOWN,
+                                                "lanchatd is stopping.")))
             conn.flush()
             conn.close_now()
         with contextlib.suppress(KeyError, ValueError):
