@@ -1,0 +1,374 @@
+"""The benchmark command: ``python -m tests.bench [MEASURE] [options]``.
+
+Without a measure it runs the whole suite (docs/performance.md lists what and why).
+Each measure is run ``--rounds`` times, alternating lanchatd and the bare relay (the
+order flips every round), each on a freshly started server; the best round of each is
+kept, and lanchatd's figure is printed as a ratio to the relay's.  The table goes to
+the terminal, every round's figures to a JSON file (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+if __package__ in (None, ""):  # run as a script: python tests/bench/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
+    __package__ = "tests.bench"
+
+from . import measures
+from .servers import KINDS, Lanchatd, raise_nofile, start_server
+
+Figures = dict[str, Any]
+
+# Sizes of the full suite (about 4 minutes on 2 CPUs) and of a smoke run (--quick).
+FULL = {
+    "fanout_messages": 200000, "latency_seconds": 5.0, "idle_clients": 5000,
+    "small_rooms": 20, "small_room_messages": 4000, "clients": 10000,
+    "probes": 500, "starts": 10,
+}
+QUICK = {
+    "fanout_messages": 20000, "latency_seconds": 2.0, "idle_clients": 1000,
+    "small_rooms": 10, "small_room_messages": 1000, "clients": 1000,
+    "probes": 100, "starts": 4,
+}
+
+
+class Suite:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.rounds: int = args.rounds
+        self.size = QUICK if args.quick else FULL
+        self.profile: str | None = args.profile
+        self.tmp = Path(tempfile.mkdtemp(prefix="lanchat-bench-"))
+        self.results: dict[str, Any] = {}
+        self.problems: list[str] = []
+        self.log = args.verbose
+
+    def say(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    # -------------------------------------------------------------- alternation
+
+    def alternate(self, name: str, measure: Callable[[Any], Figures],
+                  key: str, better: str) -> dict[str, Figures]:
+        """Run ``measure(server)`` ``rounds`` times per kind on fresh servers, alternating;
+        keep every round and the best by ``key``."""
+        rounds: dict[str, list[Figures]] = {kind: [] for kind in KINDS}
+        for r in range(self.rounds):
+            order = KINDS if r % 2 == 0 else KINDS[::-1]
+            for kind in order:
+                where = self.tmp / f"{name}-{kind}-{r}"
+                profile = (f"{self.profile}.{name}.{r}" if self.profile and kind == "lanchatd"
+                           else None)
+                server = start_server(kind, where, profile=profile)
+                try:
+                    figures = measure(server)
+                finally:
+                    server.stop()
+                self.problems += measures.check_clean(f"{name} ({kind})", figures)
+                rounds[kind].append(figures)
+                self.say(f"  {name} {kind} round {r + 1}: {key} = {lookup(figures, key)}")
+        best = {kind: pick(rounds[kind], key, better) for kind in KINDS}
+        self.results[name] = {"rounds": rounds, "best": best, "key": key}
+        return best
+
+    # -------------------------------------------------------------- measures
+
+    def fanout(self, senders: int, receivers: int = 50, messages: int | None = None,
+               size: int = 64) -> None:
+        total = messages or self.size["fanout_messages"]
+        per_sender = max(1, total // senders)
+        self.say(f"fan-out: {receivers} receivers, {senders} sender(s), "
+                 f"{per_sender * senders} messages of {size} characters")
+        self.alternate(f"fanout_{receivers}r_{senders}s",
+                       lambda s: measures.fanout(s, receivers=receivers, senders=senders,
+                                                 messages=per_sender, size=size),
+                       "deliveries_per_s", "high")
+
+    def latency(self, receivers: int = 50, rate: float = 200.0) -> None:
+        seconds = self.size["latency_seconds"]
+        self.say(f"latency: {receivers} receivers, one sender at {rate:g} msg/s "
+                 f"for {seconds:g} s")
+        self.alternate(f"latency_{receivers}r_{rate:g}hz",
+                       lambda s: measures.latency(s, receivers=receivers, rate=rate,
+                                                  seconds=seconds),
+                       "p99_ms", "low")
+
+    def idle(self, idle: int | None = None) -> None:
+        """Small rooms on two lanchatd, one of them also holding ``idle`` idle clients,
+        measured alternately."""
+        idle = self.size["idle_clients"] if idle is None else idle
+        rooms, messages = self.size["small_rooms"], self.size["small_room_messages"]
+        self.say(f"idle scaling: {rooms} rooms of 1 sender + 2 receivers, "
+                 f"{messages} messages each, with 0 and with {idle} idle clients")
+        plain = Lanchatd(self.tmp / "idle-none").start()
+        loaded = Lanchatd(self.tmp / "idle-some").start()
+        rounds: dict[str, list[Figures]] = {"none": [], "idle": []}
+        try:
+            with measures.idle_clients(loaded, idle):
+                for r in range(self.rounds):
+                    order = [("none", plain), ("idle", loaded)]
+                    for label, server in (order if r % 2 == 0 else order[::-1]):
+                        figures = measures.small_rooms(server, rooms=rooms,
+                                                       messages=messages)
+                        figures["idle_clients"] = idle if label == "idle" else 0
+                        self.problems += measures.check_clean(f"small rooms ({label})",
+                                                              figures)
+                        rounds[label].append(figures)
+                        self.say(f"  small rooms, {figures['idle_clients']} idle, round "
+                                 f"{r + 1}: messages_per_s = {figures['messages_per_s']}")
+        finally:
+            plain.stop()
+            loaded.stop()
+        best = {label: pick(rounds[label], "messages_per_s", "high") for label in rounds}
+        self.results["small_rooms"] = {"rounds": rounds, "best": best,
+                                       "key": "messages_per_s"}
+
+    def connections(self, clients: int | None = None) -> None:
+        clients = clients or self.size["clients"]
+        self.say(f"connections: {clients} clients connect, join (rooms of 10) and idle")
+        self.alternate(f"connections_{clients}",
+                       lambda s: measures.connections(s, clients=clients),
+                       "joins_per_s", "high")
+
+    def discovery(self) -> None:
+        probes = self.size["probes"]
+        self.say(f"discovery: {probes} probes of each kind, one at a time")
+        self.alternate("discovery", lambda s: measures.discovery(s, probes=probes),
+                       "json_median_ms", "low")
+
+    def startup(self) -> None:
+        starts = self.size["starts"]
+        self.say(f"startup: {starts} starts of each")
+        rounds: dict[str, list[Figures]] = {kind: [] for kind in KINDS}
+        for r in range(self.rounds):
+            for kind in (KINDS if r % 2 == 0 else KINDS[::-1]):
+                figures = measures.startup(kind, runs=starts, tmp=self.tmp)
+                rounds[kind].append(figures)
+                self.say(f"  startup {kind} round {r + 1}: ready median = "
+                         f"{figures['ready_median_ms']} ms")
+        best = {kind: pick(rounds[kind], "ready_median_ms", "low") for kind in KINDS}
+        self.results["startup"] = {"rounds": rounds, "best": best, "key": "ready_median_ms"}
+
+    # -------------------------------------------------------------- output
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per figure: lanchatd's value, the relay's, the ratio and the target."""
+        rows: list[dict[str, Any]] = []
+        res = self.results
+
+        def row(measure: str, figure: str, unit: str, ours: Any, base: Any,
+                target: str = "", holds: bool | None = None) -> None:
+            ratio = (round(ours / base, 3) if isinstance(ours, (int, float))
+                     and isinstance(base, (int, float)) and base else None)
+            rows.append({"measure": measure, "figure": figure, "unit": unit,
+                         "lanchatd": ours, "baseline": base, "ratio": ratio,
+                         "target": target, "holds": holds})
+
+        for _name, b in ((n, r["best"]) for n, r in res.items() if n.startswith("fanout_")):
+            ours, base = b["lanchatd"], b["relay"]
+            ok = (ours["deliveries_per_s"] >= 0.7 * base["deliveries_per_s"]
+                  and not ours["lost"] and not ours["duplicated"] and not ours["out_of_order"])
+            row(f"fan-out {ours['receivers']} receivers, {ours['senders']} sender(s)",
+                "deliveries/s", "1/s", ours["deliveries_per_s"], base["deliveries_per_s"],
+                ">= 0.7 x relay, 0 lost/dup", ok)
+            row("", "lost / duplicated / out of order", "",
+                f"{ours['lost']} / {ours['duplicated']} / {ours['out_of_order']}",
+                f"{base['lost']} / {base['duplicated']} / {base['out_of_order']}")
+        for _name, b in ((n, r["best"]) for n, r in res.items() if n.startswith("latency_")):
+            ours, base = b["lanchatd"], b["relay"]
+            title = f"latency {ours['rate']:g} msg/s into {ours['receivers']}"
+            row(title, "p50", "ms", ours["p50_ms"], base["p50_ms"])
+            row("", "p99", "ms", ours["p99_ms"], base["p99_ms"], "<= 1.5 x relay, <= 5 ms",
+                ours["p99_ms"] <= 1.5 * base["p99_ms"] and ours["p99_ms"] <= 5)
+            row("", "max", "ms", ours["max_ms"], base["max_ms"])
+        if "small_rooms" in res:
+            b = res["small_rooms"]["best"]
+            none, idle = b["none"], b["idle"]
+            row(f"small rooms ({none['rooms']} x 3), 0 idle", "messages/s", "1/s",
+                none["messages_per_s"], None, "(reference)")
+            row(f"small rooms, {idle['idle_clients']} idle", "messages/s", "1/s",
+                idle["messages_per_s"], none["messages_per_s"], ">= 0.8 x with 0 idle",
+                idle["messages_per_s"] >= 0.8 * none["messages_per_s"])
+        for _name, b in ((n, r["best"]) for n, r in res.items() if n.startswith("connections_")):
+            ours, base = b["lanchatd"], b["relay"]
+            row(f"{ours['clients']} joined idle clients", "RSS growth per client", "KiB",
+                ours["rss_per_client_kib"], base["rss_per_client_kib"], "<= 6 KiB",
+                ours["rss_per_client_kib"] <= 6)
+            row("", "joins/s", "1/s", ours["joins_per_s"], base["joins_per_s"], ">= 2000",
+                ours["joins_per_s"] >= 2000)
+        if "discovery" in res:
+            b = res["discovery"]["best"]
+            ours, base = b["lanchatd"], b["relay"]
+            row("discovery", "JSON probe median", "ms", ours["json"]["median_ms"],
+                base["json"]["median_ms"], "<= 1 ms", ours["json"]["median_ms"] <= 1)
+            row("", "DISCOVER_SERVER median", "ms", ours["legacy"]["median_ms"],
+                base["legacy"]["median_ms"], "<= 1 ms", ours["legacy"]["median_ms"] <= 1)
+        if "startup" in res:
+            b = res["startup"]["best"]
+            ours, base = b["lanchatd"], b["relay"]
+            row("startup", "exec to readiness line, median", "ms", ours["ready_median_ms"],
+                base["ready_median_ms"], "<= 150 ms", ours["ready_median_ms"] <= 150)
+            row("", "exec to READY=1, median", "ms", ours["notify_median_ms"],
+                base["ready_median_ms"])
+        return rows
+
+
+def pick(rounds: Sequence[Figures], key: str, better: str) -> Figures:
+    """The best round by ``key``."""
+    return (max if better == "high" else min)(rounds, key=lambda f: float(lookup(f, key)))
+
+
+def lookup(figures: Figures, key: str) -> Any:
+    """``figures[key]``, where ``json_median_ms`` also finds ``figures["json"]["median_ms"]``."""
+    if key in figures:
+        return figures[key]
+    head, _, rest = key.partition("_")
+    return figures[head][rest]
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            mem_kib = int(f.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return {
+        "host": platform.node(), "cpu": model, "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1048576, 1), "kernel": platform.release(),
+        "python": platform.python_version(), "load_average": os.getloadavg(),
+    }
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, bool):
+            return "yes" if v else "NO"
+        if isinstance(v, float):
+            return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return str(v)
+
+    head = ("measure", "figure", "lanchatd", "relay/ref", "ratio", "target", "holds")
+    body = [(r["measure"], f"{r['figure']}" + (f" ({r['unit']})" if r["unit"] else ""),
+             fmt(r["lanchatd"]), fmt(r["baseline"]), fmt(r["ratio"]), r["target"],
+             fmt(r["holds"]) if r["holds"] is not None else "")
+            for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(head, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in body]
+    return "\n".join(lines)
+
+
+MEASURES: dict[str, tuple[str, Callable[[Suite, argparse.Namespace], None]]] = {
+    "fanout": ("R receivers, S senders in one room, as fast as flow control allows",
+               lambda s, a: s.fanout(a.senders, a.receivers, a.messages, a.size)),
+    "latency": ("R receivers, one sender paced at RATE msg/s: p50/p99/max delay",
+                lambda s, a: s.latency(a.receivers, a.rate)),
+    "idle": ("small rooms with 0 and with N idle clients in other rooms",
+             lambda s, a: s.idle(a.idle)),
+    "connections": ("N clients connect, join and idle: RSS per client, joins/s",
+                    lambda s, a: s.connections(a.clients)),
+    "discovery": ("round trip of the JSON probe and of DISCOVER_SERVER",
+                  lambda s, a: s.discovery()),
+    "startup": ("exec to readiness line, and to READY=1 on a notify socket",
+                lambda s, a: s.startup()),
+}
+
+
+def run_all(suite: Suite, args: argparse.Namespace) -> None:
+    suite.fanout(1)
+    suite.fanout(4)
+    suite.latency()
+    suite.idle()
+    suite.connections()
+    suite.discovery()
+    suite.startup()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tests.bench",
+        description="Benchmarks of lanchatd against the bare relay (docs/performance.md).")
+    p.add_argument("measure", nargs="?", default="all", choices=["all", *MEASURES],
+                   help="one measure, or all (default): "
+                   + "; ".join(f"{k}: {v[0]}" for k, v in MEASURES.items()))
+    p.add_argument("--rounds", type=int, default=2, help="rounds per server (default 2)")
+    p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    p.add_argument("--json", default="bench-results.json", metavar="PATH",
+                   help="where to write every figure (default: bench-results.json)")
+    p.add_argument("--profile", metavar="PREFIX",
+                   help="run lanchatd under cProfile; statistics go to PREFIX.MEASURE.ROUND")
+    p.add_argument("--receivers", type=int, default=50)
+    p.add_argument("--senders", type=int, default=1)
+    p.add_argument("--messages", type=int, default=None, help="fan-out: messages in all")
+    p.add_argument("--size", type=int, default=64, help="characters of message text")
+    p.add_argument("--rate", type=float, default=200.0, help="latency: messages a second")
+    p.add_argument("--idle", type=int, default=None, help="idle: idle clients")
+    p.add_argument("--clients", type=int, default=None, help="connections: clients")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.rounds < 1:
+        parser().error("--rounds must be at least 1")
+    limit = raise_nofile()  # the servers started below inherit it
+    suite = Suite(args)
+    started = time.monotonic()
+    info = machine()
+    suite.say(f"lanchat benchmarks on {info['host']} ({info['cpus']} CPUs, {info['cpu']}); "
+              f"RLIMIT_NOFILE {limit}; {args.rounds} rounds")
+    try:
+        if args.measure == "all":
+            run_all(suite, args)
+        else:
+            MEASURES[args.measure][1](suite, args)
+    finally:
+        rows = suite.table() if suite.results else []
+        elapsed = round(time.monotonic() - started, 1)
+        info["load_average_end"] = os.getloadavg()
+        report = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": info, "seconds": elapsed, "rounds": args.rounds,
+            "quick": args.quick, "table": rows, "problems": suite.problems,
+            "results": suite.results,
+        }
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        if rows:
+            print(format_table(rows))
+        print(f"\n{elapsed} s; figures in {args.json}")
+        for problem in suite.problems:
+            print(f"PROBLEM: {problem}")
+        shutil.rmtree(suite.tmp, ignore_errors=True)
+    return 1 if suite.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
