@@ -6,6 +6,7 @@ its readiness line (tests/lanchat_testing.py); every wait below is bounded.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -51,6 +52,11 @@ class Nc:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def closed_events(client: JsonClient) -> list[dict[str, Any]]:
+    """Every event until the daemon closes the connection."""
+    return [json.loads(line) for line in client.read_all()]
 
 
 def settle(clients: list[Any], pin: str, daemon: Daemon) -> list[list[Any]]:
@@ -371,3 +377,83 @@ def test_log_messages_on_records_the_text(start_daemon: Callable[..., Daemon]) -
     private = daemon.wait_for_log(lambda e: e["event"] == "private_message")
     assert (private["name"], private["to"], private["text"]) == (
         "alice", "bob", "the private plan")
+
+
+# --------------------------------------------------------------------- states at run time
+
+
+def admin(daemon: Daemon, cmd: str, **args: Any) -> dict[str, Any]:
+    """One request over the control socket, as ``socat - UNIX-CONNECT:...`` would send it."""
+    assert daemon.control is not None, "the daemon has no control socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.connect(daemon.control)
+        lines = sock.makefile("rb")
+        sock.sendall(b'{"id":1,"cmd":"hello","versions":[1]}\n')
+        assert json.loads(lines.readline())["ok"] is True
+        sock.sendall(json.dumps({"id": 2, "cmd": cmd, **args}).encode() + b"\n")
+        reply = json.loads(lines.readline())
+        lines.close()
+    assert reply["ok"] is True, reply
+    return dict(reply["result"])
+
+
+def test_standby_members_keep_chatting_and_newcomers_are_refused(
+        start_daemon: Callable[..., Daemon]) -> None:
+    daemon = start_daemon(MANY_JOINS)
+    program = daemon.json_client()
+    program.join("1234", "program")
+    person = daemon.text_client()
+    person.join("1234", "person")
+    waiting = daemon.json_client()  # said hello, not in a room yet
+    admin(daemon, "set_state", state="standby")
+    state = program.recv_type("state")
+    assert (state["state"], state["text"]) == (
+        "standby", "members keep chatting, new clients are refused")
+    assert waiting.recv_type("state")["state"] == "standby"
+    line = person.read_until(lambda line: "standby" in line)
+    assert re.fullmatch(CLOCK + " ! Server is now standby: members keep chatting, new "
+                        "clients are refused", line)
+    person.send_line("still talking")
+    assert program.recv_type("message")["text"] == "still talking"
+    program.say("me too")
+    assert person.read_until(lambda line: "me too" in line).endswith("program: me too")
+    newcomer = Nc(daemon.tcp)
+    assert newcomer.line() == ("LANCHAT/1 standby The server is in standby and accepts no "
+                               "new clients. Try again later.")
+    assert newcomer.line() is None
+    error = waiting.join("1234", "late")
+    assert (error["type"], error["code"]) == ("error", "standby")
+    assert closed_events(waiting)[-1]["reason"] == "standby"
+    admin(daemon, "set_state", state="active")
+    assert program.recv_type("state")["state"] == "active"
+    assert daemon.json_client().join("1234", "welcome back")["type"] == "joined"
+    changes = [(e["old"], e["new"]) for e in daemon.log_entries() if e["event"] == "state"]
+    assert changes == [("active", "standby"), ("standby", "active")]
+
+
+def test_stopped_senders_get_an_explicit_error_and_nothing_is_delivered(
+        daemon: Daemon) -> None:
+    program = daemon.json_client()
+    program.join("1234", "program")
+    person = daemon.text_client()
+    person.join("1234", "person")
+    admin(daemon, "set_state", state="stopped")
+    assert program.recv_type("state")["state"] == "stopped"
+    person.read_until(lambda line: "Server is now stopped" in line)
+    program.say("hello?")
+    error = program.recv_type("error")
+    assert (error["code"], error["ref"], error["message"]) == (
+        "stopped", "say", "The server is stopped: your message was not delivered.")
+    person.send_line("anyone?")
+    assert person.read_line() == "! The server is stopped: your message was not delivered."
+    program.send({"type": "msg", "to": "person", "text": "psst"})
+    assert program.recv_type("error")["ref"] == "msg"
+    refused = Nc(daemon.tcp)
+    assert (refused.line() or "").startswith("LANCHAT/1 stopped ")
+    admin(daemon, "set_state", state="active")
+    program.say("back")
+    # The first message the person sees after the restart is this one: nothing was queued.
+    line = person.read_until(lambda line: "program:" in line)
+    assert line.endswith("program: back")
+    assert program.recv_type("message")["seq"] == 1
