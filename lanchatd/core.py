@@ -470,7 +470,8 @@ class ChatCore:
                 if conn.state == states.NEW:
                     self._set_conn_state(conn, states.AWAIT_PIN)
                 self._refuse_join(fx, conn, exc.code, exc.message, now, "join")
-                self._reply_line(fx, conn, text.say(lang, "ask_pin"))
+                if conn.state != states.CLOSED:
+                    self._reply_line(fx, conn, text.say(lang, "ask_pin"))
                 return
             self._set_conn_state(conn, states.AWAIT_NAME)
             self._reply_line(fx, conn, text.say(lang, "ask_name"))
@@ -479,7 +480,8 @@ class ChatCore:
                 name = rules.normalize_name(line)
             except RemoteProtocolError as exc:
                 self._refuse_join(fx, conn, exc.code, exc.message, now, "join")
-                self._reply_line(fx, conn, text.say(lang, "ask_name"))
+                if conn.state != states.CLOSED:
+                    self._reply_line(fx, conn, text.say(lang, "ask_name"))
                 return
             if not self._join(fx, conn, conn.pending_pin, name, now):
                 if conn.state == states.AWAIT_NAME:
@@ -518,6 +520,11 @@ class ChatCore:
         self.log.record(now, "refused_join", addr=format_address(conn.addr), reason=code,
                         **fields)
         self._error(fx, conn, code, message, ref)
+        conn.errors += 1  # else endless refused tries would each cost a log record
+        if conn.errors > self.config.max_errors:
+            self.counters["disconnects_for_limits"] += 1
+            self._bye(fx, conn, "too_many_errors",
+                      f"Disconnected after {conn.errors} refused attempts; last: {message}", now)
 
     def _join(self, fx: Effects, conn: Conn, pin: str, name: str, now: float) -> bool:
         config = self.config
