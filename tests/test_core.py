@@ -703,6 +703,29 @@ def test_text_mode_bad_utf8_is_an_error_too() -> None:
     assert sim.raw(t) == ["! The line is not valid UTF-8 (byte 3)."]
 
 
+def test_endless_refused_joins_end_in_a_disconnect_not_an_endless_log() -> None:
+    sim = Sim(max_errors=3, join_burst=1000)
+    t = sim.connect()
+    sim.raw(t)
+    for _ in range(3):
+        sim.line(t, "no pin")
+        assert sim.raw(t)[-1] == "Enter the PIN of the room you want to join:"
+    sim.line(t, "still no pin")
+    assert sim.raw(t) == ["! A room PIN is 4 to 12 digits (0-9).",
+                          "! Disconnected after 4 refused attempts; last: A room PIN is 4 to "
+                          "12 digits (0-9)."]
+    assert t in sim.closed
+    sim.json_member("1234", "taken")
+    j = sim.connect()
+    sim.send(j, {"type": "hello", "versions": [1]})
+    for _ in range(10):
+        sim.send(j, {"type": "join", "pin": "1234", "name": "TAKEN"})
+    events = sim.events(j)
+    assert [e["type"] for e in events] == ["welcome"] + ["error"] * 4 + ["bye"]
+    assert events[-1]["reason"] == "too_many_errors"
+    assert len(sim.entries("refused_join")) == 8
+
+
 def test_handshake_timeout_closes_a_connection_that_never_joins() -> None:
     sim = Sim(handshake_timeout=5.0)
     idle = sim.connect()
