@@ -309,7 +309,9 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 def encode_json(event: Event) -> bytes:
     """One JSON line for ``event``."""
-    return (_dumps(event.to_dict()) + "\n").encode("utf-8")
+    # A lone surrogate (a peer's "\ud800" escape, echoed back in a pong) has no UTF-8
+    # form; backslashreplace writes it as that same JSON escape, so the line stays valid.
+    return (_dumps(event.to_dict()) + "\n").encode("utf-8", "backslashreplace")
 
 
 # --------------------------------------------------------------------------- decoding
