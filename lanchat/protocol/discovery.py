@@ -112,7 +112,7 @@ def encode_announce(announce: Announce) -> bytes:
         },
         ensure_ascii=False,
         separators=(",", ":"),
-    ).encode("utf-8")
+    ).encode("utf-8", "backslashreplace")  # a probe's lone surrogate, as its JSON escape
 
 
 def parse_announce(data: bytes) -> Announce:
