@@ -74,8 +74,9 @@ def encode_probe(nonce: str) -> bytes:
     Probe(nonce)
     return json.dumps(
         {"type": "discover", "version": DISCOVERY_VERSION, "nonce": nonce},
+        ensure_ascii=False,  # 64 characters as \uXXXX pairs would not fit MAX_DATAGRAM
         separators=(",", ":"),
-    ).encode()
+    ).encode("utf-8", "backslashreplace")
 
 
 def parse_probe(data: bytes) -> Probe | LegacyProbe:
