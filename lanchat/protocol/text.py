@@ -73,11 +73,15 @@ def say(lang: str, key: str, **values: object) -> str:
 
 
 def line(text: str) -> bytes:
-    return (text + "\n").encode("utf-8")
+    # "replace": a lone surrogate from a peer's JSON escape is shown as "?", not raised.
+    return (text + "\n").encode("utf-8", "replace")
 
 
 def clock(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts))
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(ts))
+    except (OverflowError, OSError, ValueError):  # a server's timestamp out of range, or NaN
+        return "--:--:--"
 
 
 def format_event(event: chat.Event, lang: str = "en") -> bytes | None:
