@@ -278,6 +278,8 @@ class ControlClient:
             self.sock.sendall(data)
         except socket.timeout:
             raise self._no_answer() from None
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the peer closed: what it said before that is read next, then EOF
         except OSError as exc:
             raise CtlError(f"lost the connection to lanchatd at {self.path} "
                            f"({exc.strerror or exc}); it may have stopped.",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -76,15 +75,26 @@ def plural(count: int, word: str, words: str | None = None) -> str:
     return f"{count} {word if count == 1 else (words or word + 's')}"
 
 
-def counters_text(counters: Mapping[str, Any], labels: Sequence[tuple[str, str]]) -> str:
+def counter_items(counters: Mapping[str, Any], labels: Sequence[tuple[str, str]]) -> list[str]:
+    """``label value`` for each counter: the known ones in order, then any new ones."""
     known = [(key, label) for key, label in labels if key in counters]
     known += [(key, key.replace("_", " ")) for key in counters if key not in dict(labels)]
-    return ", ".join(f"{label} {counters[key]}" for key, label in known)
+    return [f"{label} {counters[key]}" for key, label in known]
 
 
-def _wrapped(label: str, text: str, width: int = 100) -> list[str]:
-    return textwrap.wrap(text, width=width, initial_indent=f"{label:<11}",
-                         subsequent_indent=" " * 11) or [label]
+def _wrapped(label: str, items: Sequence[str], width: int = 100) -> list[str]:
+    """``Label:    a, b, c`` over as many lines as needed, never breaking an item."""
+    rows: list[str] = []
+    current = ""
+    for i, item in enumerate(items):
+        text = item + ("," if i < len(items) - 1 else "")
+        if current and 11 + len(current) + 1 + len(text) > width:
+            rows.append(current)
+            current = text
+        else:
+            current = f"{current} {text}" if current else text
+    rows.append(current)
+    return [f"{label:<11}{rows[0]}".rstrip()] + [" " * 11 + row for row in rows[1:]]
 
 
 def status_lines(status: Mapping[str, Any], *, width: int = 100) -> list[str]:
@@ -96,18 +106,21 @@ def status_lines(status: Mapping[str, Any], *, width: int = 100) -> list[str]:
         f"{'State:':<11}{clean(status.get('state', '?'))}: "
         f"{clean(status.get('state_description', ''))}",
     ]
-    addresses = status.get("addresses") or {}
+    addresses = dict(status.get("addresses") or {})
+    control = addresses.pop("control", None)
     if addresses:
-        lines += _wrapped("Listening:", ", ".join(
-            f"{key} {clean(value)}" for key, value in addresses.items()), width)
+        lines += _wrapped("Listening:", [f"{key} {clean(value)}"
+                                         for key, value in addresses.items()], width)
+    if control:
+        lines.append(f"{'Control:':<11}{clean(control)}")
     rooms = status.get("rooms") or []
     lines.append(f"{'Clients:':<11}{status.get('clients', 0)} connected, "
                  f"{status.get('members', 0)} in {plural(len(rooms), 'room')}")
-    lines += _wrapped("Counters:", counters_text(status.get("counters") or {}, COUNTER_LABELS),
+    lines += _wrapped("Counters:", counter_items(status.get("counters") or {}, COUNTER_LABELS),
                       width)
     discovery = status.get("discovery")
     if discovery:
-        lines += _wrapped("Discovery:", counters_text(discovery, ()), width)
+        lines += _wrapped("Discovery:", counter_items(discovery, ()), width)
     lines.append("")
     lines += rooms_detail_lines(rooms)
     return lines
