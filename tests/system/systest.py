@@ -14,6 +14,7 @@ the exit status is 1 if any failed, 2 if the machine could not be made at all.
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import subprocess
@@ -190,12 +191,14 @@ class SystemTest:
             self.install()
         with self.check("lanchatd runs hardened as user lanchat with its directories"):
             self.service_shape()
-        with self.check("control socket: group lanchat may connect, others may not"):
+        with self.check("lanchatctl status works for group lanchat, is refused to others"):
             self.control_access()
-        with self.check("a client discovers the daemon by loopback broadcast"):
+        with self.check("discovery by loopback broadcast finds the daemon"):
             self.discovery()
-        with self.check("people in one room chat"):
+        with self.check("people in one room chat, rooms are isolated"):
             self.chat()
+        with self.check("the lanchat client discovers the daemon and chats"):
+            self.client_chats()
         with self.check("systemctl reload keeps clients connected"):
             self.reload()
         with self.check("systemctl restart brings it back"):
@@ -263,26 +266,63 @@ class SystemTest:
             "id alice >/dev/null 2>&1 || useradd --create-home --groups lanchat alice; "
             "id bob >/dev/null 2>&1 || useradd --create-home bob"
         )
-        ok = self.m.run(
-            ["python3", INSIDE, "control", "/run/lanchatd/control.sock"], user="alice", check=False
-        )
+        ok = self.m.run(["lanchatctl", "status"], user="alice", check=False)
         expect(
-            ok.returncode == 0, f"alice (group lanchat) could not connect: {ok.stdout}{ok.stderr}"
+            ok.returncode == 0 and "active" in ok.stdout,
+            f"lanchatctl status as alice (group lanchat) exited {ok.returncode}: "
+            f"{ok.stdout}{ok.stderr}",
         )
-        refused = self.m.run(
-            ["python3", INSIDE, "control", "/run/lanchatd/control.sock"], user="bob", check=False
-        )
+        as_json = self.m.run(["lanchatctl", "--json", "status"], user="alice")
+        status = json.loads(as_json.stdout)
+        expect(status.get("state") == "active", f"--json status: {as_json.stdout[:300]}")
+        refused = self.m.run(["lanchatctl", "status"], user="bob", check=False)
         expect(
-            refused.returncode != 0 and "Permission denied" in refused.stdout,
-            f"bob (not in group lanchat) was not refused: {refused.stdout}",
+            refused.returncode == 4 and "group lanchat" in refused.stderr,
+            f"lanchatctl status as bob (not in group lanchat) exited {refused.returncode}: "
+            f"{refused.stdout}{refused.stderr}",
         )
 
     def discovery(self) -> None:
+        # The client's own discovery, by broadcast on the machine's loopback.
+        found = self.m.run(
+            ["lanchat", "--discover", "--discovery-address", "127.255.255.255"],
+            user="alice",
+            check=False,
+        )
+        expect(
+            found.returncode == 0 and "127.0.0.1:5000" in found.stdout and "active" in found.stdout,
+            f"lanchat --discover exited {found.returncode}: {found.stdout}{found.stderr}",
+        )
+        # And the original design's probe, answered byte for byte.
         reply = self.m.run(["python3", INSIDE, "probe", "127.255.255.255", "5001"], check=False)
         expect(
             reply.returncode == 0 and reply.stdout.startswith("SERVER_HERE"),
-            f"broadcast probe: {reply.stdout.strip()}",
+            f"DISCOVER_SERVER probe: {reply.stdout.strip()}",
         )
+
+    def client_chats(self) -> None:
+        """The lanchat client finds the daemon by broadcast and posts to a room."""
+        alice = self.member("alice")
+        posted = self.m.run(
+            [
+                "lanchat",
+                "--discovery-address",
+                "127.255.255.255",
+                "--pin",
+                PIN,
+                "--name",
+                "carol",
+                "--plain",
+            ],
+            user="bob",
+            input="hello from the client\n",
+            check=False,
+        )
+        expect(
+            posted.returncode == 0,
+            f"lanchat exited {posted.returncode}: {posted.stdout}{posted.stderr}",
+        )
+        alice.expect("carol: hello from the client")
 
     def chat(self) -> None:
         alice = self.member("alice")
@@ -307,16 +347,32 @@ class SystemTest:
         alice = self.member("alice")
         bob = self.member("bob")
         alice.expect("bob joined")
-        self.m.run(["systemctl", "reload", "lanchatd.service"])
-        expect(self.main_pid() == pid, "the daemon was replaced by a reload")
-        expect(self.is_active(), "not active after the reload")
-        alice.say("after the reload")
-        bob.expect("alice: after the reload")
-        journal = self.journal()
-        expect(
-            "Reloaded" in journal or "reload" in journal.lower(),
-            "no trace of the reload in the journal",
+        # A reloadable setting changed in the conffile takes effect, nobody is dropped.
+        config = "/etc/lanchat/lanchatd.toml"
+        self.sh(
+            f"cp {config} /root/lanchatd.toml.orig; "
+            f"printf '[server]\\nname = \"Lab 2\"\\n' > {config}"
         )
+        try:
+            self.m.run(["systemctl", "reload", "lanchatd.service"])
+            expect(self.main_pid() == pid, "the daemon was replaced by a reload")
+            expect(self.is_active(), "not active after the reload")
+            status = self.m.run(["lanchatctl", "status"], user="alice").stdout
+            expect('"Lab 2"' in status.splitlines()[0], f"name not reloaded: {status[:200]}")
+            alice.say("after the reload")
+            bob.expect("alice: after the reload")
+            # lanchatctl reload does the same, and the log says who asked.
+            again = self.m.run(["lanchatctl", "reload"], user="alice")
+            expect("reloaded" in again.stdout.lower(), f"lanchatctl reload: {again.stdout}")
+            log = self.m.run(["lanchatctl", "log", "-n", "5"], user="alice").stdout
+            expect(
+                re.search(r"reload .*by uid=\d+\(alice\)", log) is not None,
+                f"the activity log does not show alice's reload:\n{log}",
+            )
+            bob.say("still connected")
+            alice.expect("bob: still connected")
+        finally:
+            self.sh(f"cp /root/lanchatd.toml.orig {config}; systemctl reload lanchatd")
 
     def restart(self) -> None:
         pid = self.main_pid()
