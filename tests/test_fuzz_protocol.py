@@ -1,0 +1,458 @@
+"""Property tests of every decoder in lanchat.protocol, and of the daemon's core fed bytes.
+
+For any bytes, cut at any points, a decoder returns events or raises a
+``RemoteProtocolError`` (a typed error with a code), never another exception; what it
+returns does not depend on where the stream was cut; and what it keeps buffered stays
+below its line limit.  Encoding an event and decoding the bytes gives the event back.
+
+A coverage-guided run of the same decoders (atheris) lives in tests/fuzz/, outside the
+default suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from typing import Any, Callable
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from lanchat.protocol import chat, discovery, rules, text
+from lanchat.protocol.errors import RemoteProtocolError
+from lanchatd import states
+from lanchatd.config import Config
+from lanchatd.core import ChatCore
+
+# The default suite runs a quick pass; LANCHAT_FUZZ_EXAMPLES=5000 runs a long one.
+EXAMPLES = int(os.environ.get("LANCHAT_FUZZ_EXAMPLES", "100"))
+_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=_HEALTH)
+
+# ---------------------------------------------------------------------- strategies
+
+REQUEST_TYPES = ["hello", "join", "say", "msg", "who", "quit", "ping", "pong"]
+EVENT_TYPES = ["welcome", "joined", "message", "private", "presence", "members", "state",
+               "notice", "error", "bye", "ping", "pong", "unknown"]
+FIELD_NAMES = ["type", "versions", "client", "pin", "name", "text", "action", "to", "token",
+               "version", "server", "server_id", "state", "room", "seq", "ts", "from",
+               "members", "event", "reason", "code", "message", "ref", "history",
+               "pin_min", "pin_max", "max_line", "rate", "burst", "nonce", "port",
+               "server_version"]
+
+# Any text, lone surrogates included: JSON's \\ud800 escapes decode to them.
+any_char = st.characters(exclude_categories=())
+json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+                | st.floats() | st.text(any_char, max_size=12))
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=6), inner, max_size=4),
+    max_leaves=10,
+)
+# Objects shaped like requests and events, with fields of any JSON type.
+json_objects = st.builds(
+    lambda kind, extra: {**extra, "type": kind} if kind is not None else extra,
+    st.sampled_from([*REQUEST_TYPES, *EVENT_TYPES, "discover", "announce"]) | json_values,
+    st.dictionaries(st.sampled_from(FIELD_NAMES), json_values, max_size=8),
+)
+
+names = st.text(st.characters(exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")),
+                min_size=1, max_size=rules.NAME_MAX_CHARS).filter(
+    lambda s: _checks(rules.normalize_name, s) and rules.normalize_name(s) == s)
+message_texts = st.text(min_size=1, max_size=200).filter(
+    lambda s: _checks(rules.check_text, s))
+pins = st.text(string.digits, min_size=1, max_size=chat.PIN_MAX_DIGITS)
+tokens = st.text(any_char, max_size=64)
+anytext = st.text(any_char, max_size=40)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+def _checks(check: Callable[[Any], Any], value: Any) -> bool:
+    try:
+        check(value)
+    except RemoteProtocolError:
+        return False
+    return True
+
+
+client_events = st.one_of(
+    st.builds(chat.Hello, st.lists(st.integers(1, 999), min_size=1, max_size=16).map(tuple),
+              st.text(max_size=100)),
+    st.builds(chat.Join, pins, names),
+    st.builds(chat.Say, message_texts, st.booleans()),
+    st.builds(chat.PrivateSay, names, message_texts),
+    st.just(chat.Who()),
+    st.just(chat.Quit()),
+    st.builds(chat.Ping, tokens),
+    st.builds(chat.Pong, tokens),
+)
+server_events = st.one_of(
+    st.builds(chat.Welcome, st.integers(1, 999), anytext, anytext, anytext,
+              st.sampled_from(chat.STATES), st.integers(0, 64), st.integers(0, 64),
+              st.integers(1, 2**20), finite, st.integers(0, 1000)),
+    st.builds(chat.Joined, anytext, anytext, st.lists(anytext).map(tuple),
+              st.sampled_from(chat.STATES)),
+    st.builds(chat.Message, anytext, st.integers(0, 2**53), finite, anytext, anytext,
+              st.booleans(), st.booleans()),
+    st.builds(chat.Private, finite, anytext, anytext, anytext),
+    st.builds(chat.Presence, anytext, finite, anytext, st.sampled_from(["join", "leave"]),
+              anytext),
+    st.builds(chat.Members, anytext, st.lists(anytext).map(tuple)),
+    st.builds(chat.StateChanged, st.sampled_from(chat.STATES), finite, anytext),
+    st.builds(chat.Notice, finite, anytext, st.none() | anytext),
+    st.builds(chat.Error, anytext, anytext, anytext),
+    # A goodbye always names its reason (the daemon never sends an empty one).
+    st.builds(chat.Bye, st.text(any_char, min_size=1), anytext),
+    st.builds(chat.Ping, tokens),
+    st.builds(chat.Pong, tokens),
+)
+
+
+def _json_bytes(values: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
+    """JSON as a peer may send it: ASCII with \\u escapes, or raw (even invalid) UTF-8."""
+    return st.one_of(
+        values.map(lambda v: json.dumps(v).encode()),
+        values.map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass")),
+    )
+
+
+# One line's worth of bytes, without its line ending: random bytes, JSON of any shape,
+# real encoded events, deep nesting, plain-text commands.
+line_bodies = st.one_of(
+    st.binary(max_size=120),
+    _json_bytes(json_objects),
+    _json_bytes(json_values),
+    client_events.map(lambda e: chat.encode_json(e)[:-1]),
+    server_events.map(lambda e: chat.encode_json(e)[:-1]),
+    st.integers(1, 3000).map(lambda n: b"{" + b'"a":[' * n),
+    st.text(max_size=80).map(lambda s: s.encode("utf-8", "surrogatepass")),
+    st.sampled_from([b"/who", b"/quit", b"/help", b"/me waves", b"/msg bob hi", b"//x",
+                     b"/msg", b"/me", b"/nope", b"1234", b"DISCOVER_SERVER", b"\xff\xfe",
+                     b"LANCHAT/1 ready hi", b"LANCHAT/x", b"\xc3", b"\r"]),
+).map(lambda b: b.replace(b"\n", b""))
+
+separators = st.sampled_from([b"\n", b"\r\n", b"\r\r\n", b"\n\n"])
+
+
+@st.composite
+def streams(draw: Any, first: bytes | None = None) -> bytes:
+    """Lines joined by line endings; the last one may lack its ending."""
+    bodies = draw(st.lists(line_bodies, max_size=10))
+    if first is not None:
+        bodies.insert(0, first)
+    out = b"".join(body + draw(separators) for body in bodies)
+    if draw(st.booleans()):
+        out += draw(line_bodies)
+    return out
+
+
+@st.composite
+def cuts(draw: Any, data: bytes) -> list[bytes]:
+    """``data`` cut into chunks at arbitrary points."""
+    points = sorted(set(draw(st.lists(st.integers(0, len(data)), max_size=12))))
+    edges = [0, *points, len(data)]
+    return [data[a:b] for a, b in zip(edges, edges[1:]) if b > a]
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def drain(next_event: Callable[[], Any]) -> list[str]:
+    """Every outcome the decoder has ready: events (by repr) and error codes."""
+    out: list[str] = []
+    for _ in range(100_000):
+        try:
+            event = next_event()
+        except RemoteProtocolError as exc:
+            assert exc.code and exc.message, exc
+            out.append(f"error:{exc.code}")
+            continue
+        if event is None:
+            return out
+        out.append(repr(event))
+    raise AssertionError("decoder never ran out of events")
+
+
+def feed(codec: Any, chunks: list[bytes], limit: int) -> list[str]:
+    """Feed chunks, draining after each; then end of file.  Checks the buffer bound."""
+    out: list[str] = []
+    for chunk in chunks:
+        codec.receive_data(chunk)
+        out += drain(codec.next_event)
+        # The codecs' line reader: what a decoder keeps between two reads.
+        assert codec._reader.buffered < limit, "a decoder kept a line past its limit"
+    codec.receive_data(b"")
+    out += drain(codec.next_event)
+    assert out and out[-1] == "ConnectionClosed()", out[-3:]
+    assert out.count("ConnectionClosed()") == 1
+    assert codec.next_event() is None
+    return out
+
+
+# ---------------------------------------------------------------------- framing
+
+
+@FUZZ
+@given(st.data(), st.integers(2, 300))
+def test_line_reader_gives_the_same_lines_however_the_stream_is_cut(
+        data: st.DataObject, max_line: int) -> None:
+    stream = data.draw(streams())
+    whole = chat.LineReader(max_line)
+    cut = chat.LineReader(max_line)
+
+    def lines(reader: chat.LineReader, chunks: list[bytes]) -> list[Any]:
+        out: list[Any] = []
+        for chunk in [*chunks, b""]:
+            reader.receive_data(chunk)
+            out += drain(reader.next_line)
+            assert reader.buffered < max_line
+        return out
+
+    expected = lines(whole, [stream])
+    assert lines(cut, data.draw(cuts(stream))) == expected
+    assert whole.at_eof and cut.at_eof
+    # What was kept is what a person would call the lines: short ones whole, without
+    # their line ending, and one line_too_long error for each line past the limit.
+    for item in expected:
+        if isinstance(item, bytes):
+            assert b"\n" not in item and len(item) < max_line
+
+
+def test_line_reader_skips_a_ten_megabyte_line_without_keeping_it() -> None:
+    reader = chat.LineReader(4096)
+    errors = 0
+    chunk = b"x" * 65536
+    for _ in range(160):  # 10 MB, no newline, fed as the loop would (64 KiB reads)
+        reader.receive_data(chunk)
+        try:
+            assert reader.next_line() is None
+        except RemoteProtocolError as exc:
+            assert exc.code == "line_too_long"
+            errors += 1
+        assert reader.buffered < 4096
+    reader.receive_data(b"tail of the long line\nnext\n")
+    assert reader.next_line() == b"next"
+    assert errors == 1
+
+
+# ---------------------------------------------------------------------- chat codecs
+
+
+@FUZZ
+@given(st.data(), st.integers(16, 4096))
+def test_server_codec_any_bytes_any_cuts(data: st.DataObject, max_line: int) -> None:
+    first = data.draw(st.sampled_from([None, b'{"type":"hello","versions":[1]}']))
+    stream = data.draw(streams(first))
+    expected = feed(chat.ServerCodec(max_line), [stream], max_line)
+    assert feed(chat.ServerCodec(max_line), data.draw(cuts(stream)), max_line) == expected
+
+
+@FUZZ
+@given(st.data())
+def test_client_codec_any_bytes_any_cuts(data: st.DataObject) -> None:
+    first = data.draw(st.sampled_from([None, b"LANCHAT/1 ready Welcome"]))
+    stream = data.draw(streams(first))
+    limit = 1 << 20
+    expected = feed(chat.ClientCodec(), [stream], limit)
+    assert feed(chat.ClientCodec(), data.draw(cuts(stream)), limit) == expected
+
+
+@FUZZ
+@given(st.lists(client_events, min_size=1, max_size=8), st.data())
+def test_client_events_encode_then_decode_to_themselves(
+        events: list[chat.Event], data: st.DataObject) -> None:
+    codec = chat.ServerCodec(1 << 20)
+    stream = chat.encode_json(chat.Hello()) + b"".join(chat.encode_json(e) for e in events)
+    decoded = []
+    for chunk in data.draw(cuts(stream)):
+        codec.receive_data(chunk)
+        while (event := codec.next_event()) is not None:
+            decoded.append(event)
+    assert codec.mode == "json"
+    assert decoded == [chat.Hello(), *events]
+
+
+@FUZZ
+@given(st.lists(server_events, min_size=1, max_size=8), st.data())
+def test_server_events_encode_then_decode_to_themselves(
+        events: list[chat.Event], data: st.DataObject) -> None:
+    greeting = chat.Greeting(1, "ready", "Welcome to lab (lanchatd 0.1.0). Enter the room PIN:")
+    stream = text.line(greeting.line()) + b"".join(chat.encode_json(e) for e in events)
+    codec = chat.ClientCodec()
+    decoded = []
+    for chunk in data.draw(cuts(stream)):
+        codec.receive_data(chunk)
+        while (event := codec.next_event()) is not None:
+            decoded.append(event)
+    assert decoded == [greeting, *events]
+
+
+@FUZZ
+@given(json_objects)
+def test_any_json_object_is_a_request_or_a_typed_error(obj: dict[str, Any]) -> None:
+    line = json.dumps(obj)
+    try:
+        event = chat.parse_client_message(line)
+    except RemoteProtocolError as exc:
+        assert exc.code in ("bad_request", "unknown_type", "invalid_pin", "invalid_name",
+                            "invalid_text", "bad_json"), exc
+        return
+    assert obj["type"] == event.TYPE
+    assert chat.parse_client_message(chat.encode_json(event).decode()) == event
+
+
+@FUZZ
+@given(json_objects)
+def test_any_json_object_is_a_server_event_or_a_typed_error(obj: dict[str, Any]) -> None:
+    try:
+        event = chat.parse_server_message(json.dumps(obj))
+    except RemoteProtocolError as exc:
+        assert exc.code in ("bad_event", "bad_request", "bad_json"), exc
+        return
+    assert isinstance(event, chat.Event)
+
+
+@FUZZ
+@given(st.text(max_size=200))
+def test_greeting_lines_decode_or_are_refused(line: str) -> None:
+    try:
+        greeting = chat.parse_greeting(line)
+    except RemoteProtocolError as exc:
+        assert exc.code == "not_lanchat"
+        return
+    assert chat.parse_greeting(greeting.line()) == greeting
+
+
+# ---------------------------------------------------------------------- text mode
+
+
+@FUZZ
+@given(st.text(max_size=300))
+def test_any_typed_line_is_a_command_or_a_clear_refusal(line: str) -> None:
+    try:
+        command = text.parse_text_command(line)
+    except text.UnknownCommand as unknown:
+        assert unknown.command.startswith("/")
+        assert len(unknown.command) <= rules.NAME_MAX_CHARS
+        return
+    except chat.LocalProtocolError as exc:  # the event refused its own values
+        assert exc.code in ("invalid_text", "invalid_name", "bad_request"), exc
+        return
+    assert isinstance(command, (chat.Say, chat.PrivateSay, chat.Who, chat.Quit, text.Help))
+
+
+@FUZZ
+@given(message_texts, names, st.sampled_from(["plain", "me", "msg", "slash"]))
+def test_text_commands_round_trip(body: str, name: str, form: str) -> None:
+    assume(not body.startswith("/"))
+    if form == "plain":
+        line, expected = body, chat.Say(body)
+    elif form == "me":
+        line, expected = f"/me {body}", chat.Say(body, action=True)
+    elif form == "slash":
+        line, expected = f"//{body}", chat.Say("/" + body)
+    else:
+        assume(" " not in name and body == body.strip())
+        line, expected = f"/msg {name} {body}", chat.PrivateSay(name, body)
+    assert text.parse_text_command(line) == expected
+
+
+@FUZZ
+@given(server_events, st.sampled_from(text.LANGUAGES))
+def test_every_server_event_formats_without_raising(event: chat.Event, lang: str) -> None:
+    """A client shows whatever a server sends, even a timestamp out of range."""
+    data = text.format_event(event, lang)
+    if data is not None:
+        assert data.endswith(b"\n")
+        data.decode("utf-8")
+
+
+# ---------------------------------------------------------------------- discovery
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=700), _json_bytes(json_objects), _json_bytes(json_values)))
+def test_any_datagram_is_a_probe_or_a_typed_error(data: bytes) -> None:
+    try:
+        probe = discovery.parse_probe(data)
+    except RemoteProtocolError as exc:
+        assert exc.code in ("too_large", "bad_probe"), exc
+        return
+    if isinstance(probe, discovery.Probe):
+        # The daemon answers it: the answer must encode and decode back.
+        announce = discovery.Announce(probe.nonce, "id", "lab", 5000, "active", "0.1.0")
+        assert discovery.parse_announce(discovery.encode_announce(announce)) == announce
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=3000), _json_bytes(json_objects)))
+def test_any_answer_is_an_announce_or_a_typed_error(data: bytes) -> None:
+    try:
+        discovery.parse_announce(data)
+    except RemoteProtocolError as exc:
+        assert exc.code in ("too_large", "bad_announce"), exc
+
+
+@FUZZ
+@given(st.text(min_size=1, max_size=discovery.MAX_NONCE))
+def test_probe_encode_then_decode(nonce: str) -> None:
+    datagram = discovery.encode_probe(nonce)
+    assert len(datagram) <= discovery.MAX_DATAGRAM
+    assert discovery.parse_probe(datagram) == discovery.Probe(nonce)
+
+
+@FUZZ
+@given(st.builds(discovery.Announce, st.text(max_size=discovery.MAX_NONCE),
+                 st.text(min_size=1, max_size=64), st.text(max_size=64),
+                 st.integers(1, 65535), st.sampled_from(chat.STATES), st.text(max_size=32)))
+def test_announce_encode_then_decode(announce: discovery.Announce) -> None:
+    assert discovery.parse_announce(discovery.encode_announce(announce)) == announce
+
+
+# ---------------------------------------------------------------------- the daemon's core
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def record(self, now: float, event: str, **fields: Any) -> None:
+        json.dumps(fields, default=str)
+        self.entries.append({"event": event, **fields})
+
+
+TEXT_DIALOGUE = b"1234\nalice\n"
+JSON_DIALOGUE = (b'{"type":"hello","versions":[1]}\n'
+                 b'{"type":"join","pin":"1234","name":"alice"}\n')
+
+
+@FUZZ
+@given(st.data())
+def test_the_core_answers_any_bytes_without_raising(data: st.DataObject) -> None:
+    """Whatever a client sends, the core replies with UTF-8 lines and never raises."""
+    config = Config(name="lab", max_line_bytes=data.draw(st.sampled_from([64, 4096])),
+                    max_errors=1000, message_burst=1000)
+    core = ChatCore(config, _Sink(), server_id="fuzz", now=0.0)
+    core.connect(1, ("127.0.0.1", 40000), 0.0)  # a witness in the same room
+    core.receive(1, JSON_DIALOGUE.replace(b"alice", b"witness"), 0.0)
+    core.connect(2, ("127.0.0.1", 40001), 0.0)
+    start = data.draw(st.sampled_from([None, TEXT_DIALOGUE, JSON_DIALOGUE]))
+    stream = data.draw(streams(start))
+    now = 0.0
+    for chunk in [*data.draw(cuts(stream)), b""]:
+        now += 0.25
+        for fx in (core.receive(2, chunk, now), core.tick(now)):
+            for _targets, out in fx.sends:
+                assert out.endswith(b"\n")
+                out.decode("utf-8")
+                for line in out.splitlines():
+                    if line.startswith(b"{"):
+                        json.loads(line)
+        conn = core.conns.get(2)
+        if conn is not None:
+            assert conn.codec.buffered < config.max_line_bytes
+    assert 2 not in core.conns  # end of file always ends the connection
+    witness = core.conns[1]
+    assert witness.state == states.JOINED and list(core.rooms) == ["1234"]
