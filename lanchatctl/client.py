@@ -43,6 +43,7 @@ EXIT_PERMISSION = 4
 EXIT_PROTOCOL = 5
 EXIT_NOT_FOUND = 6
 EXIT_INTERRUPTED = 130
+CONNECT_RETRY = 0.01  # seconds between tries while the daemon's accept queue is full
 
 #: (status, meaning) in the order ``lanchatctl --help`` lists them.
 EXIT_STATUSES: tuple[tuple[int, str], ...] = (
@@ -210,11 +211,22 @@ class ControlClient:
         """Connect and check the protocol version; returns what the daemon said."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.path)
-        except OSError as exc:
-            sock.close()
-            raise connect_error(exc, self.choice, self.timeout) from None
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                sock.connect(self.path)
+                break
+            except BlockingIOError:
+                # The daemon's accept queue is full (a burst of clients): it empties
+                # within a pass of the daemon's loop, so try again until the timeout.
+                if time.monotonic() < deadline:
+                    time.sleep(CONNECT_RETRY)
+                    continue
+                sock.close()
+                raise connect_error(socket.timeout(), self.choice, self.timeout) from None
+            except OSError as exc:
+                sock.close()
+                raise connect_error(exc, self.choice, self.timeout) from None
         self.sock = sock
         try:
             self.server = self._call(Hello(SUPPORTED_VERSIONS, f"lanchatctl/{__version__}"))
