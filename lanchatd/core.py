@@ -122,7 +122,9 @@ class Conn:
 
     @property
     def is_text(self) -> bool:
-        return self.codec.mode == "text"
+        # A connection that has not said anything yet is most likely a person at nc:
+        # programs send their hello at once.  So it is spoken to in plain text.
+        return self.codec.mode != "json"
 
 
 class Room:
@@ -196,11 +198,11 @@ class ChatCore:
                    exclude: int = -1) -> None:
         """Encode ``event`` once per mode and queue the bytes for every member."""
         if room.json_members:
-            targets = tuple(c for c in room.json_members if c != exclude)
+            targets = _without(room.json_members, exclude)
             if targets:
                 fx.sends.append((targets, chat.encode_json(event)))
         if room.text_members:
-            targets = tuple(c for c in room.text_members if c != exclude)
+            targets = _without(room.text_members, exclude)
             if targets:
                 data = text.format_event(event, self.config.text_language)
                 if data is not None:
@@ -510,7 +512,8 @@ class ChatCore:
         self.counters["refused_joins"] += 1
         message = text.say(conn.lang if conn.is_text else "en", self.state)
         self.log.record(now, "refused_join", addr=format_address(conn.addr), reason=self.state)
-        self._error(fx, conn, self.state, message, "join")
+        if not conn.is_text:  # a person reads the bye line; a program also gets the code
+            self._error(fx, conn, self.state, message, "join")
         self._bye(fx, conn, self.state, message, now)
         return False
 
@@ -744,6 +747,13 @@ class ChatCore:
     def status_line(self) -> str:
         return (f"{self.state}: {len(self.conns)} clients, {len(self.rooms)} rooms, "
                 f"{self.counters['messages']} messages")
+
+
+def _without(members: dict[int, None], exclude: int) -> tuple[int, ...]:
+    """The member cids but ``exclude``; copied in C when nobody is excluded (a message)."""
+    if exclude not in members:
+        return tuple(members)
+    return tuple(c for c in members if c != exclude)
 
 
 def _leave_text(reason: str) -> str:
