@@ -1,5 +1,7 @@
 """``lanchatctl top``: the dashboard, redrawn in place with curses until q or Ctrl-C.
 
+Ctrl-L repaints the whole screen (after something else wrote on the terminal).
+
 One connection asks for ``status`` and the recent log every interval.  If the daemon
 goes away the screen says why and the next refresh tries again, so top survives a
 restart of the daemon.
@@ -21,6 +23,7 @@ from lanchatctl.client import EXIT_OK, EXIT_USAGE, ControlClient, CtlError
 
 LOG_LINES = 50
 QUIT_KEYS = (ord("q"), ord("Q"))
+REDRAW_KEY = 12  # Ctrl-L
 
 
 class Dashboard:
@@ -50,7 +53,7 @@ class Dashboard:
     def lines(self, status: dict[str, Any] | None, entries: list[dict[str, Any]], error: str,
               height: int, width: int) -> list[str]:
         header = (f"lanchatctl top  {self.path}  {render.clock(time.time(), date=False)}  "
-                  f"every {self.interval:g} s  q quits")
+                  f"every {self.interval:g} s  q quits, Ctrl-L redraws")
         lines = [header, ""]
         if status is None:
             lines += textwrap.wrap(error, max(20, width - 1))
@@ -63,8 +66,11 @@ class Dashboard:
             lines += [render.log_line(entry) for entry in entries[-room:]]
         return lines
 
-    def draw(self, screen: Any, lines: list[str]) -> None:
-        screen.erase()
+    def draw(self, screen: Any, lines: list[str], *, repaint: bool = False) -> None:
+        if repaint:
+            screen.clear()  # Ctrl-L: the whole screen is sent again, not only changes
+        else:
+            screen.erase()
         height, width = screen.getmaxyx()
         for y, line in enumerate(lines[:height]):
             try:
@@ -79,13 +85,16 @@ class Dashboard:
             curses.curs_set(0)
         except curses.error:
             pass  # a terminal that cannot hide the cursor
+        repaint = False
         try:
             while True:
                 status, entries, error = self.fetch()
                 deadline = time.monotonic() + self.interval
                 while True:
                     height, width = screen.getmaxyx()
-                    self.draw(screen, self.lines(status, entries, error, height, width))
+                    self.draw(screen, self.lines(status, entries, error, height, width),
+                              repaint=repaint)
+                    repaint = False
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -95,6 +104,9 @@ class Dashboard:
                         return EXIT_OK
                     if key == -1:
                         break
+                    if key == REDRAW_KEY:
+                        repaint = True
+                        break  # fresh data, drawn in full
                     # KEY_RESIZE or another key: redraw and keep waiting.
         finally:
             if self.client is not None:
