@@ -2,11 +2,12 @@
 # Build the lanchat and lanchatd Debian packages from this tree into OUTDIR, then run
 # lintian on them and fail on any error or warning.
 #
-#   packaging/build-debs.sh OUTDIR
+#   packaging/build-debs.sh [--worktree] OUTDIR
 #
-# The package is built in a fresh copy of the tree (the files git knows about, plus
-# new ones that .gitignore does not exclude), with packaging/debian as its debian/
-# directory, so nothing is written into the working tree.  Missing build dependencies
+# The package is built in a fresh copy of the last commit (with --worktree: of the
+# working tree, uncommitted changes and new files included; see export-tree.sh), with
+# packaging/debian as its debian/ directory, so nothing is written into the working
+# tree.  The version comes from lanchat/__init__.py.  Missing build dependencies
 # are installed with apt-get when run as root; otherwise the script names them.
 #
 # OUTDIR receives lanchat_VERSION_all.deb, lanchatd_VERSION_all.deb, the source
@@ -15,7 +16,12 @@ set -euo pipefail
 
 die() { echo "build-debs: $*" >&2; exit 1; }
 
-[ $# -eq 1 ] || die "usage: $0 OUTDIR"
+worktree=
+if [ "${1:-}" = "--worktree" ]; then
+    worktree=--worktree
+    shift
+fi
+[ $# -eq 1 ] || die "usage: $0 [--worktree] OUTDIR"
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
@@ -50,11 +56,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/lanchat-debs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 src="$work/lanchat-$version"
 mkdir "$src"
-git -C "$repo" rev-parse --git-dir >/dev/null 2>&1 || die "$repo is not a git checkout"
-# Tracked and new (not ignored) files that exist right now.
-git -C "$repo" ls-files -z --cached --others --exclude-standard --deduplicate \
-    | (cd "$repo" && while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done) \
-    | tar -C "$repo" --null -T - -cf - | tar -C "$src" -xf -
+"$repo/packaging/export-tree.sh" $worktree "$src"
 cp -a "$src/packaging/debian" "$src/debian"
 
 echo "build-debs: building lanchat $version in $src" >&2

@@ -3,7 +3,7 @@
 # an overlay of /, see machine.py), install the packages there and check the service
 # as an administrator would (systest.py).
 #
-#   bash tests/system/run.sh
+#   bash tests/system/run.sh [--worktree]
 #
 # Needs root on a Linux host with overlayfs, cgroup v2 and namespaces (any Debian 12
 # machine or VM).  Installs what it needs with apt-get.  Never skips: if the machine
@@ -13,6 +13,12 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 die() { echo "tests/system/run.sh: $*" >&2; exit 2; }
 
+worktree=
+if [ "${1:-}" = "--worktree" ]; then
+    worktree=--worktree  # build from uncommitted changes too (see packaging/export-tree.sh)
+    shift
+fi
+[ $# -eq 0 ] || die "usage: $0 [--worktree]"
 [ "$(id -u)" -eq 0 ] || die "must run as root (it boots systemd in new namespaces)"
 
 # What the machine needs besides the build dependencies (packaging/build-debs.sh
@@ -36,7 +42,7 @@ work=$(mktemp -d /var/tmp/lanchat-systest.XXXXXX)
 cleanup() { rm -rf "$work"; }
 trap cleanup EXIT
 
-"$repo/packaging/build-debs.sh" "$work/debs" >"$work/build-debs.log" 2>&1 || {
+"$repo/packaging/build-debs.sh" $worktree "$work/debs" >"$work/build-debs.log" 2>&1 || {
     cat "$work/build-debs.log" >&2
     die "building the packages failed"
 }
