@@ -1,0 +1,272 @@
+"""Attacks with connections themselves: idle crowds, dribblers, resets, half-closes, kills."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from lanchat_testing import env_with_repo
+from reliability_kit import (
+    Peer,
+    Scenario,
+    control_call,
+    goodbye,
+    loopback_sources,
+    open_many,
+    raise_nofile,
+    read_all_until_closed,
+    wait_until,
+)
+
+IDLE = 2000
+
+
+@pytest.mark.slow
+def test_slowloris_2000_connections_that_never_send(scenario: Scenario) -> None:
+    """2,000 silent connections are held, then each is told why and closed on time."""
+    limit = raise_nofile(16384)
+    count = min(IDLE, (limit - 200) // 2)
+    assert count == IDLE, f"RLIMIT_NOFILE {limit} is too low for {IDLE} connections"
+    scenario.load = f"{count} connections open and never send, held 3 s"
+    daemon = scenario.start({"limits": {
+        "max_connections": count + 100, "max_connections_per_address": count + 100,
+        "handshake_timeout": 3.0,
+    }})
+    with scenario.steady_client():
+        opened = time.monotonic()
+        socks = open_many(daemon.tcp, count)
+        try:
+            received = read_all_until_closed(socks, timeout=15.0)
+        finally:
+            for sock in socks:
+                sock.close()
+        held = time.monotonic() - opened
+    assert 3.0 <= held < 12.0, f"the silent connections were closed after {held:.1f} s"
+    for data in received.values():
+        assert data.startswith(b"LANCHAT/1 ready "), data[:80]
+        assert goodbye(data) == "handshake_timeout", data[-200:]
+    scenario.check_memory(growth_mb=40)
+    scenario.alive()
+
+
+def test_connections_past_the_limits_are_refused_with_a_reason(scenario: Scenario) -> None:
+    """Past max_connections_per_address and max_connections, a newcomer is told 'full'."""
+    scenario.load = "300 connections from one address (limit 50), 200 from 20 others (total 150)"
+    daemon = scenario.start({"limits": {
+        "max_connections": 151, "max_connections_per_address": 50, "handshake_timeout": 30.0,
+    }})
+    with scenario.steady_client():  # one of the 151
+        same = open_many(daemon.tcp, 300)
+        others = open_many(daemon.tcp, 200, sources=loopback_sources(20))
+        try:
+            greeted: dict[str, int] = {"ready": 0, "full": 0}
+            refused = [s for s in same + others]
+            for sock in refused:
+                sock.setblocking(True)
+                sock.settimeout(10.0)
+                first = sock.recv(4096)
+                status = first.split(b" ", 2)[1].decode()
+                greeted[status] = greeted.get(status, 0) + 1
+            assert greeted == {"ready": 150, "full": 350}, greeted
+        finally:
+            for sock in same + others:
+                sock.close()
+    scenario.check_memory(growth_mb=20)
+    scenario.alive()
+
+
+@pytest.mark.slow
+def test_clients_sending_one_byte_a_second(scenario: Scenario) -> None:
+    """Dribblers never pin the daemon: unjoined ones meet the handshake timeout, joined
+    ones have their message delivered whole."""
+    scenario.load = "200 unjoined + 40 joined clients, one byte a second each, 4 s"
+    daemon = scenario.start({"limits": {
+        "handshake_timeout": 2.5, "max_connections_per_address": 300, "join_burst": 100,
+    }})
+    watcher = Peer(daemon.tcp)
+    watcher.join("4141", "watcher")
+    with scenario.steady_client():
+        unjoined = open_many(daemon.tcp, 200)
+        joined = []
+        for i in range(40):
+            peer = Peer(daemon.tcp)
+            peer.join_text("4141", f"slow{i}")
+            joined.append(peer)
+        line = b"tick tock\n"
+        started = time.monotonic()
+        for i in range(len(line)):  # one byte a second, at most len(line) seconds
+            if time.monotonic() - started > 12:
+                break
+            for sock in unjoined:
+                try:
+                    sock.send(b"1")
+                except OSError:
+                    pass  # already closed by the handshake timeout: expected
+            for peer in joined:
+                peer.send(line[i:i + 1])
+            if i == 3:
+                break  # four bytes are enough: the rest of the line goes at once below
+            time.sleep(1.0)
+        for peer in joined:
+            peer.send(line[4:])
+        received = read_all_until_closed(unjoined, timeout=10.0)
+    for data in received.values():
+        assert goodbye(data) == "handshake_timeout", data[-200:]
+    texts = []
+    while len(texts) < 40:
+        event = watcher.until(lambda e: e["type"] == "message")
+        texts.append((event["from"], event["text"]))
+    assert sorted(texts) == sorted((f"slow{i}", "tick tock") for i in range(40))
+    for peer in joined:
+        peer.close()
+    for sock in unjoined:
+        sock.close()
+    watcher.close()
+    scenario.check_memory(growth_mb=20)
+    scenario.alive()
+
+
+def test_connections_reset_mid_frame(scenario: Scenario) -> None:
+    """RST in the middle of a line: the room hears the member left; nothing leaks."""
+    scenario.load = "200 connections (100 joined) reset with half a line sent"
+    daemon = scenario.start({"limits": {"max_connections_per_address": 300,
+                                        "join_burst": 200}})
+    watcher = Peer(daemon.tcp)
+    watcher.join("4242", "watcher")
+    with scenario.steady_client():
+        peers = []
+        for i in range(200):
+            peer = Peer(daemon.tcp)
+            if i % 2:
+                peer.join("4242", f"reset{i}")
+                peer.send(b'{"type":"say","text":"half a mess')
+            else:
+                peer.send(b'{"type":"hel')
+            peers.append(peer)
+        for peer in peers:
+            peer.reset()
+        left = set()
+        while len(left) < 100:
+            event = watcher.until(lambda e: e["type"] == "presence" and e["event"] == "leave",
+                                  timeout=10.0)
+            left.add(event["name"])
+        # Every connection was forgotten: the daemon counts the watcher and the steady
+        # client only, and no message was made of the halves.
+        wait_until(lambda: control_call(daemon, "status")["clients"] == 2, 10.0,
+                   "the daemon to forget the reset connections")
+        rooms = {r["pin"]: r for r in control_call(daemon, "status")["rooms"]}
+        assert rooms["4242"]["messages"] == 0, rooms["4242"]
+    assert left == {f"reset{i}" for i in range(1, 200, 2)}
+    watcher.close()
+    scenario.check_memory(growth_mb=20)
+    scenario.alive()
+
+
+def test_half_closed_sockets_get_every_answer_before_the_close(scenario: Scenario) -> None:
+    """A client that sends its lines and shuts its writing side still reads every reply."""
+    scenario.load = "60 clients send a whole session then SHUT_WR (30 text, 30 JSON)"
+    daemon = scenario.start({"limits": {"max_connections_per_address": 300,
+                                        "join_burst": 100}})
+    watcher = Peer(daemon.tcp)
+    watcher.join("4343", "watcher")
+    with scenario.steady_client():
+        peers = []
+        for i in range(60):
+            peer = Peer(daemon.tcp)
+            if i % 2:
+                peer.send(f"4343\nhalf{i}\nhello from {i}\n/who".encode())  # last: no newline
+            else:
+                peer.send(b'{"type":"hello","versions":[1]}\n' + json.dumps(
+                    {"type": "join", "pin": "4343", "name": f"half{i}"}).encode() + b"\n"
+                    + json.dumps({"type": "say", "text": f"hello from {i}"}).encode()
+                    + b'\n{"type":"who"}')
+            peer.sock.shutdown(socket.SHUT_WR)
+            peers.append(peer)
+        for i, peer in enumerate(peers):
+            lines = peer.lines_to_eof(timeout=10.0)
+            if i % 2:
+                assert any(line.startswith("* You are in room 4343") for line in lines), lines
+                assert any(line.endswith(f"half{i}: hello from {i}") for line in lines), lines
+                assert lines[-1].startswith("* In room 4343:"), lines
+            else:
+                events = [json.loads(line) for line in lines]
+                kinds = [e["type"] for e in events]
+                assert kinds[:2] == ["welcome", "joined"], kinds
+                assert {"type": "message", "from": f"half{i}"}.items() <= next(
+                    e for e in events if e["type"] == "message" and e["from"] == f"half{i}"
+                ).items()
+                assert kinds[-1] == "members", kinds
+            peer.close()
+        heard = set()
+        while len(heard) < 60:
+            event = watcher.until(lambda e: e["type"] == "message", timeout=10.0)
+            heard.add(event["text"])
+    assert heard == {f"hello from {i}" for i in range(60)}
+    watcher.close()
+    scenario.alive()
+
+
+KILLED_CLIENT = textwrap.dedent("""
+    import json, socket, sys, time
+    host, port, name, partial = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+    s = socket.create_connection((host, port))
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b'{"type":"hello","versions":[1]}\\n')
+    f.readline()
+    s.sendall(json.dumps({"type": "join", "pin": "4444", "name": name}).encode() + b"\\n")
+    while json.loads(f.readline())["type"] != "joined":
+        pass
+    s.sendall(json.dumps({"type": "say", "text": "before the kill"}).encode() + b"\\n")
+    if partial:
+        s.sendall(b'{"type":"say","text":"cut sh')
+    print("ready", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_clients_killed_with_sigkill(scenario: Scenario) -> None:
+    """Processes killed mid-session: their room hears them leave, their names are free."""
+    scenario.load = "12 client processes (6 mid-line) killed with SIGKILL"
+    daemon = scenario.start({"limits": {"join_burst": 100}})
+    watcher = Peer(daemon.tcp)
+    watcher.join("4444", "watcher")
+    procs = []
+    with scenario.steady_client():
+        try:
+            for i in range(12):
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-c", KILLED_CLIENT, daemon.tcp[0], str(daemon.tcp[1]),
+                     f"doomed{i}", str(i % 2)],
+                    stdout=subprocess.PIPE, text=True, env=env_with_repo()))
+            for proc in procs:
+                assert proc.stdout is not None
+                assert proc.stdout.readline().strip() == "ready"
+            for proc in procs:
+                proc.send_signal(signal.SIGKILL)
+            for proc in procs:
+                proc.wait(10)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
+        left = set()
+        while len(left) < 12:
+            event = watcher.until(lambda e: e["type"] == "presence" and e["event"] == "leave",
+                                  timeout=10.0)
+            left.add(event["name"])
+    assert left == {f"doomed{i}" for i in range(12)}
+    again = Peer(daemon.tcp)
+    assert again.join("4444", "doomed0")["members"] == ["doomed0", "watcher"]
+    again.close()
+    watcher.close()
+    scenario.alive()
