@@ -243,7 +243,7 @@ def join_room(client: ChatClient, joiner: Joiner, prompter: Prompter,
             joiner.emit(session.set_credentials(pin, name, client.clock()))
             client.flush()
         elif isinstance(event, s.JoinRefused):
-            prompter.say(messages.join_refused(event, session.name or options.name or ""))
+            prompter.say(messages.join_refused(event))
             if not prompter.interactive:
                 flag = "--pin" if event.field == "pin" else "--name"
                 raise JoinError(_("Give another value with {flag}.").format(flag=flag))

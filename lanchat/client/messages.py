@@ -45,13 +45,13 @@ def refused_status(status: str, server_text: str) -> str:
     return known.get(status, server_text)
 
 
-def join_refused(event: s.JoinRefused, name: str = "") -> str:
+def join_refused(event: s.JoinRefused) -> str:
     """The rule behind a refused PIN or name."""
     if event.code == "invalid_pin":
         return _("That PIN was not accepted.") + " " + pin_rule(event.welcome)
     if event.code == "name_taken":
         return _("The name {name} is already used in this room. Choose another.").format(
-            name=name or "?")
+            name=event.value)
     if event.code == "invalid_name":
         return _("That name was not accepted.") + " " + name_rule()
     return event.message

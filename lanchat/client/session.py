@@ -123,8 +123,9 @@ class JoinRefused:
 
     code: str
     message: str
-    field: str  # "pin", "name" or "" (not the person's value: wait and retry)
+    field: str  # "pin" or "name"
     welcome: chat.Welcome | None
+    value: str = ""  # the refused PIN or name
 
 
 @dataclass(frozen=True)
@@ -477,10 +478,10 @@ class Session:
         self.phase = NEED_CREDENTIALS
         self._phase_deadline = None
         if field == "pin":
-            self.pin = None
+            value, self.pin = self.pin or "", None
         else:
-            self.name = None
-        return [JoinRefused(code, message, field, self.welcome)]
+            value, self.name = self.name or "", None
+        return [JoinRefused(code, message, field, self.welcome, value)]
 
     def _on_event(self, event: chat.Event, now: float) -> list[UiEvent]:
         if isinstance(event, chat.Greeting):

@@ -499,10 +499,25 @@ class App:
             self.client.tick()
 
 
+def _use_locale() -> None:
+    """The person's locale, so curses writes their characters; at least UTF-8 text."""
+    try:
+        locale.setlocale(locale.LC_ALL, "")
+        return
+    except locale.Error:
+        pass  # a locale that is not installed (e.g. LANG=nb_NO.UTF-8 without it)
+    for name in ("C.UTF-8", "C.utf8", "en_US.UTF-8"):
+        try:
+            locale.setlocale(locale.LC_CTYPE, name)
+            return
+        except locale.Error:
+            continue
+
+
 def run_tui(client: ChatClient, options: Options, backlog: list[s.UiEvent],
             server_label: str) -> int:
     """Run the full-screen chat until the person leaves; returns the exit status."""
-    locale.setlocale(locale.LC_ALL, "")
+    _use_locale()
     os.environ.setdefault("ESCDELAY", "25")
     result: list[s.Finished | None] = [None]
     unsent: list[s.Outgoing] = []
