@@ -14,6 +14,8 @@ import pwd
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -380,3 +382,31 @@ def test_a_log_follower_that_does_not_read_is_dropped(start_daemon: Callable[...
     drain.join(10)
     for client in (alice, bob, carol):
         client.close()
+
+
+def test_a_socket_handed_over_by_systemd_is_used_and_left_in_place(tmp_path: Path) -> None:
+    """Socket activation: the daemon serves the inherited socket and never removes it."""
+    path = str(tmp_path / "activated.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chmod(path, 0o640)  # systemd's choice (SocketMode=), not the daemon's business
+    listener.listen(16)
+    daemon = Daemon(tmp_path / "d")
+    daemon._stderr = open(daemon.stderr_path, "w")  # closed by the harness
+    # As systemd does it: the socket as fd 3, LISTEN_PID naming the daemon's own pid.
+    daemon.proc = subprocess.Popen(
+        ["sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', sys.executable, "-m", "lanchatd",
+         *daemon.args],
+        stdout=subprocess.PIPE, stderr=daemon._stderr, text=True, cwd=str(daemon.tmp),
+        env={**daemon.env, "LISTEN_FDS": "1", "LISTEN_FDNAMES": "control"},
+        pass_fds=(3,), preexec_fn=lambda: os.dup2(listener.fileno(), 3))
+    try:
+        ready = daemon._read_ready()
+        assert ready.endswith(f" control={path}")
+        assert ok(path, "status", "--json").json()["addresses"]["control"] == path
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+        assert daemon.stop() == 0
+        assert os.path.exists(path)  # systemd's socket outlives the service
+    finally:
+        daemon.kill()
+        listener.close()
