@@ -426,7 +426,19 @@ class Loop:
 
     def apply(self, fx: Effects) -> None:
         conns = self.conns
-        for targets, data in fx.sends:
+        sends = fx.sends
+        i, n = 0, len(sends)
+        while i < n:
+            targets, data = sends[i]
+            i += 1
+            if i < n and sends[i][0] == targets:
+                # A run of sends to the same connections (the room messages of one read):
+                # join their bytes once and append them once per member, not per message.
+                run = [data]
+                while i < n and sends[i][0] == targets:
+                    run.append(sends[i][1])
+                    i += 1
+                data = b"".join(run)
             size = len(data)
             for cid in targets:
                 conn = conns.get(cid)
