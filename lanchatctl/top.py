@@ -73,9 +73,13 @@ class Dashboard:
             screen.erase()
         height, width = screen.getmaxyx()
         for y, line in enumerate(lines[:height]):
+            attributes = curses.A_BOLD if y == 0 else curses.A_NORMAL
             try:
-                screen.addnstr(y, 0, line, max(0, width - 1),
-                               curses.A_BOLD if y == 0 else curses.A_NORMAL)
+                try:
+                    screen.addnstr(y, 0, line, max(0, width - 1), attributes)
+                except UnicodeEncodeError:  # a terminal whose locale cannot show a name
+                    plain = line.encode("ascii", "backslashreplace").decode("ascii")
+                    screen.addnstr(y, 0, plain, max(0, width - 1), attributes)
             except curses.error:
                 pass  # the last cell of the screen, or a terminal resized under us
         screen.refresh()

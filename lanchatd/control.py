@@ -213,7 +213,7 @@ def _give_group(path: str, group: str) -> None:
         os.chown(path, -1, gid)
     except OSError as exc:
         diag(f"cannot give the control socket {path} to group {group!r} "
-             f"({exc.strerror}); only {user} can use it")
+             f"({exc.strerror or exc}); only {user} can use it")
 
 
 def open_control_socket(path: str, group: str) -> socket.socket:
@@ -223,7 +223,7 @@ def open_control_socket(path: str, group: str) -> socket.socket:
         os.makedirs(directory, mode=0o755, exist_ok=True)
     except OSError as exc:
         raise BindError(exc.errno or errno.EIO, f"cannot create the directory {directory} "
-                        f"for the control socket: {exc.strerror}; choose another path "
+                        f"for the control socket: {exc.strerror or exc}; choose another path "
                         "with --control-socket") from None
     _clear_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -236,7 +236,7 @@ def open_control_socket(path: str, group: str) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise BindError(exc.errno or errno.EIO, f"cannot listen on the control socket "
-                        f"{path}: {exc.strerror}; choose another path with "
+                        f"{path}: {exc.strerror or exc}; choose another path with "
                         "--control-socket") from None
     finally:
         os.umask(old_umask)
