@@ -178,3 +178,50 @@ def test_last_server_is_remembered_and_used_when_discovery_finds_nothing(
         assert second.returncode == 0, second.stderr
         assert "trying the last server used" in second.stderr
         assert texts_from(watcher, "ci", 1) == ["two"]
+
+
+def admin(daemon: Daemon, *args: str) -> None:
+    """Run lanchatctl against the daemon's control socket."""
+    import subprocess
+    import sys
+
+    from lanchat_testing import env_with_repo
+
+    assert daemon.control is not None
+    result = subprocess.run([sys.executable, "-m", "lanchatctl", "--socket", daemon.control,
+                             *args], capture_output=True, text=True, env=env_with_repo(),
+                            timeout=20)
+    assert result.returncode == 0, result.stderr
+
+
+def test_stopped_server_holds_lines_until_started_again(daemon: Daemon,
+                                                        tmp_path: Path) -> None:
+    args = [*server_arg(daemon), "--pin", "1234", "--name", "ci"]
+    with ClientProcess(args, client_env(tmp_path)) as client, \
+            daemon.json_client() as watcher:
+        watcher.join("1234", "watcher")
+        client.wait_for("In room 1234")
+        admin(daemon, "stop")
+        watcher.recv_type("state")
+        client.write("while stopped\n")
+        client.wait_for("your message waits")
+        admin(daemon, "start")
+        assert texts_from(watcher, "ci", 1) == ["while stopped"]
+        client.close_stdin()
+        code, _out, err = client.finish()
+        assert code == 0, err
+
+
+def test_kicked_client_is_told_why_and_does_not_come_back(daemon: Daemon,
+                                                          tmp_path: Path) -> None:
+    args = [*server_arg(daemon), "--pin", "1234", "--name", "ci"]
+    with ClientProcess(args, client_env(tmp_path)) as client, \
+            daemon.json_client() as watcher:
+        watcher.join("1234", "watcher")
+        client.wait_for("In room 1234")
+        admin(daemon, "kick", "1234", "ci", "--reason", "spamming")
+        code, _out, err = client.finish()
+        assert code == 1
+        assert "You were removed from the room" in err and "spamming" in err
+        watcher.send({"type": "who"})
+        assert watcher.recv_type("members")["members"] == ["watcher"]
