@@ -92,7 +92,8 @@ def _bind(kind: int, host: str, port: int, what: str) -> socket.socket:
     except OSError as exc:
         raise BindError(exc.errno, f"cannot open the {what} socket: {exc.strerror}") from None
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:  # on UDP it would let a second daemon share the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
