@@ -128,6 +128,16 @@ def test_a_port_in_use_is_a_clear_error(start_daemon: Callable[..., Daemon]) -> 
     assert "lanchatd exited (1)" in str(info.value)
 
 
+def test_a_discovery_port_in_use_is_a_clear_error_not_a_shared_port(
+        start_daemon: Callable[..., Daemon]) -> None:
+    first = start_daemon()
+    with pytest.raises(DaemonError) as info:
+        start_daemon(args=["--discovery-port", str(first.udp[1])])
+    assert (f"cannot bind the UDP discovery socket to 0.0.0.0:{first.udp[1]}: Address "
+            "already in use (choose another address or --discovery-port)") in str(info.value)
+    assert udp_query(("127.0.0.1", first.udp[1]), b"DISCOVER_SERVER") == b"SERVER_HERE"
+
+
 # --------------------------------------------------------------------- stopping
 
 
