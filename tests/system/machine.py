@@ -21,6 +21,7 @@ kills the machine's PID 1 by its host pid, which this object started and knows.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
 
 
@@ -86,9 +88,14 @@ class Machine:
         self.console_log.touch()
         procs = self.cgroup / "cgroup.procs"
 
+        libc = ctypes.CDLL(None, use_errno=True)
+
         def enter_cgroup() -> None:  # runs in the child between fork and exec
             with open(procs, "w") as f:
                 f.write("0")
+            # Should this test process die without shutting the machine down, unshare
+            # gets SIGKILL, and its --kill-child takes the machine's PID 1 along.
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
         log = open(self.workdir / "boot-init.log", "wb")
         self.unshare = subprocess.Popen(
