@@ -64,16 +64,27 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.TYPE}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or (f.name in _OMIT_IF_FALSE and not value):
+        for name, key, omit_if_false in _wire_fields(type(self)):
+            value = getattr(self, name)
+            if value is None or (omit_if_false and not value):
                 continue
-            key = "from" if f.name == "sender" else f.name
             out[key] = list(value) if isinstance(value, tuple) else value
         return out
 
 
 _OMIT_IF_FALSE = frozenset({"action", "history", "reason", "ref", "token", "client", "id"})
+_WIRE_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
+
+
+def _wire_fields(cls: type) -> tuple[tuple[str, str, bool], ...]:
+    """(attribute, JSON key, left out when false) for each field of ``cls``, worked out
+    once per class: ``dataclasses.fields`` on every encode was a third of its cost."""
+    found = _WIRE_FIELDS.get(cls)
+    if found is None:
+        found = _WIRE_FIELDS[cls] = tuple(
+            (f.name, "from" if f.name == "sender" else f.name, f.name in _OMIT_IF_FALSE)
+            for f in fields(cls))
+    return found
 
 
 # ---- client to server
