@@ -271,7 +271,15 @@ class ControlClient:
         result = self.call(Log(n=n, follow=True))
         yield from result.get("entries", [])
         while True:
-            event = self._next(None)
+            try:
+                event = self._next(None)
+            except CtlError as exc:
+                if exc.name != "connection_closed":
+                    raise
+                raise CtlError(
+                    f"lanchatd closed the log stream on {self.path}: it stopped, or this "
+                    "reader fell too far behind. Follow again to carry on.",
+                    EXIT_UNREACHABLE, "stream_closed") from None
             if isinstance(event, StreamItem):
                 yield dict(event.entry)
             elif isinstance(event, StreamEnd):

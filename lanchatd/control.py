@@ -265,9 +265,7 @@ class ControlConnection(Handler):
         self.created = now
         self.last_active = now
         self.hello_done = False
-        creds = peer_credentials(sock)
-        self.uid = creds[1] if creds else None
-        self.actor = describe_peer(creds)
+        self.actor = describe_peer(peer_credentials(sock))
 
     # -- selector callbacks ----------------------------------------------------------
 
