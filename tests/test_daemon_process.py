@@ -151,7 +151,7 @@ def test_stop_signal_says_goodbye_and_exits_0_within_2_s(
     waiting = daemon.text_client()  # connected, not in a room
     daemon.signal(signum)
     assert exit_status_within(daemon, 2.0) == 0
-    events = [line for line in program.read_all()]
+    events = program.read_all()
     assert events[-1] == ('{"type":"bye","reason":"shutdown",'
                           '"message":"The server is shutting down."}')
     assert person.read_all()[-1] == "! The server is shutting down."
