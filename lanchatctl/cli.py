@@ -45,6 +45,7 @@ from lanchatctl.client import (
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_LOG_LINES = 20
 DEFAULT_INTERVAL = 1.0
+MIN_INTERVAL = 0.1  # top asks the daemon this often at most
 STATE_COMMANDS = {"start": "active", "standby": "standby", "stop": "stopped"}
 #: Commands whose normal end is Ctrl-C (or q): that is a success, not an interruption.
 ENDLESS = ("top", "shell")
@@ -98,6 +99,13 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, not {text}")
+    return value
+
+
+def _interval(text: str) -> float:
+    value = _seconds(text)
+    if value < MIN_INTERVAL:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL:g} seconds, not {text}")
     return value
 
 
@@ -174,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("reload", "re-read the daemon's configuration file (as SIGHUP does) and say "
             "what changed")
     top = command("top", "a live dashboard refreshing in place; q or Ctrl-C quits")
-    top.add_argument("--interval", metavar="SECONDS", type=_seconds, default=DEFAULT_INTERVAL,
+    top.add_argument("--interval", metavar="SECONDS", type=_interval, default=DEFAULT_INTERVAL,
                      help=f"seconds between refreshes (default {DEFAULT_INTERVAL:g})")
     command("shell", "an interactive Server> prompt with the original console commands "
             "(/start /standby /stop /room PIN [USER] /logg /help)")

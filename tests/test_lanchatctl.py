@@ -114,6 +114,7 @@ def test_help_lists_every_command_and_the_exit_statuses() -> None:
     (["announce", " "], "empty"),
     (["log", "-n", "-3"], "0 or more"),
     (["--timeout", "0", "status"], "between 0 and 3600"),
+    (["top", "--interval", "0.01"], "at least 0.1 seconds"),
     (["kick", "1234"], "NAME"),
     (["frobnicate"], "invalid choice"),
     (["--socket", "", "status"], "must not be empty"),
