@@ -17,6 +17,7 @@ import re
 import sys
 import textwrap
 import unicodedata
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -270,7 +271,11 @@ def resolve_paths(config: Config, environ: Mapping[str, str] = os.environ) -> Co
     if config.control_socket is None:
         runtime = _first_path(environ, "RUNTIME_DIRECTORY")
         if runtime is None:
-            runtime = platformdirs.user_runtime_dir(APP_NAME)
+            with warnings.catch_warnings():
+                # Without XDG_RUNTIME_DIR, newer platformdirs warns and falls back to
+                # /tmp/runtime-UID; that fallback is a fine place for the socket.
+                warnings.simplefilter("ignore")
+                runtime = platformdirs.user_runtime_dir(APP_NAME)
         changes["control_socket"] = os.path.join(runtime, "control.sock")
     return config.replace(**changes) if changes else config
 
