@@ -82,11 +82,12 @@ def _exit_table() -> str:
 EPILOG = f"""\
 Without a command, on a terminal, lanchatctl starts the interactive shell.
 
-The control socket is --socket PATH, else ${SOCKET_ENV}, else control_socket from the
-daemon's configuration file (/etc/lanchat/lanchatd.toml), else $RUNTIME_DIRECTORY/
-control.sock, else the first that exists of your own daemon's socket (your runtime
-directory) and the system daemon's /run/lanchatd/control.sock.  Members of group
-lanchat may use the system daemon's socket.
+The control socket is --socket PATH, else ${SOCKET_ENV}, else
+control_socket from the daemon's configuration file (/etc/lanchat/lanchatd.toml),
+else $RUNTIME_DIRECTORY/control.sock, else the first that exists of your own
+daemon's socket (in your runtime directory) and the system daemon's
+/run/lanchatd/control.sock.  Members of group lanchat may use the system daemon's
+socket.
 
 {_exit_table()}
 """
