@@ -55,14 +55,17 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _ipv4(text: str) -> str:
+def _probe_target(text: str) -> tuple[str, int | None]:
+    """``ADDR`` or ``ADDR:PORT`` (an IPv4 address) for --discovery-address."""
     import ipaddress
 
+    address, sep, port_text = text.partition(":")
     try:
-        return str(ipaddress.IPv4Address(text))
+        address = str(ipaddress.IPv4Address(address))
     except ValueError:
         raise argparse.ArgumentTypeError(_("not an IPv4 address: {value!r}").format(
             value=text)) from None
+    return address, _port(port_text) if sep else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help=_("among the servers found, join the one with this name"))
     where.add_argument("--discover", action="store_true",
                        help=_("list the servers found on the LAN and exit"))
-    where.add_argument("--discovery-address", metavar="ADDR", action="append", type=_ipv4,
+    where.add_argument("--discovery-address", metavar="ADDR[:PORT]", action="append",
+                       type=_probe_target,
                        help=_("send the discovery probe here instead of 255.255.255.255 and "
-                              "each interface's broadcast address (repeatable)"))
+                              "each interface's broadcast address (repeatable; the port "
+                              "defaults to --discovery-port)"))
     where.add_argument("--discovery-port", type=_port, metavar="PORT",
                        help=_("UDP port of discovery (default {port})").format(
                            port=DEFAULT_DISCOVERY_PORT))
@@ -174,7 +179,9 @@ def build_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -
         server=server,
         server_name=args.server_name,
         discover_only=args.discover,
-        discovery_addresses=tuple(args.discovery_address or ()),
+        discovery_targets=tuple(
+            (address, port or args.discovery_port or DEFAULT_DISCOVERY_PORT)
+            for address, port in args.discovery_address or ()),
         discovery_port=args.discovery_port or DEFAULT_DISCOVERY_PORT,
         discovery_timeout=args.discovery_timeout or settings.discovery_timeout,
         pin=pin,

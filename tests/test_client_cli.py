@@ -56,8 +56,9 @@ def test_where_to_connect() -> None:
     assert options("--host", "::1", "--port", "6000").server == ("::1", 6000)
     assert options().server is None
     found = options("--discovery-address", "127.255.255.255", "--discovery-port", "7001",
+                    "--discovery-address", "127.0.0.1:7002",
                     "--discovery-timeout", "0.5", "--server-name", "lab")
-    assert found.discovery_addresses == ("127.255.255.255",)
+    assert found.discovery_targets == (("127.255.255.255", 7001), ("127.0.0.1", 7002))
     assert (found.discovery_port, found.discovery_timeout, found.server_name) == (
         7001, 0.5, "lab")
 
@@ -81,6 +82,7 @@ def test_room_and_name() -> None:
     (["--server", "host:99999"], "1 to 65535"),
     (["--port", "0", "--host", "h"], "not a port number"),
     (["--discovery-address", "lab.local"], "not an IPv4 address"),
+    (["--discovery-address", "127.0.0.1:0"], "not a port number"),
     (["--discovery-timeout", "-1"], "not a number of seconds"),
     (["--config", ""], "must not be empty"),
 ])

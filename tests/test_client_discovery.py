@@ -1,7 +1,9 @@
 """Discovery: the address list (built without sending anything), the answer
 bookkeeping, and real probes on loopback to zero, one and two daemons.
 
-Every probe here goes to 127.255.255.255 (the loopback broadcast) or 127.0.0.1.
+Every probe here goes to 127.255.255.255 (the loopback broadcast) or 127.0.0.1.  Each
+test daemon has its own discovery port (two daemons cannot share one: the daemon does
+not set SO_REUSEADDR on it), so a probe to two daemons goes to both ports.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lanchat_testing import Daemon
-from test_client_support import client_env, free_udp_port, run_client, unused_udp_port
+from test_client_support import client_env, run_client, unused_udp_port
 
 from lanchat.client import discovery
 from lanchat.client.discovery import IFF_BROADCAST, IFF_LOOPBACK, IFF_UP, Interface
@@ -69,14 +71,14 @@ def test_collector_keeps_matching_answers_once_and_settles_early() -> None:
 
 def test_probe_with_no_daemon_finds_nothing() -> None:
     start = time.monotonic()
-    assert discovery.probe([LOOPBACK_BROADCAST], unused_udp_port(), 0.4) == []
+    assert discovery.probe([(LOOPBACK_BROADCAST, unused_udp_port())], 0.4) == []
     assert time.monotonic() - start >= 0.4
 
 
 def test_probe_finds_one_daemon_and_stops_early(start_daemon: Callable[..., Daemon]) -> None:
     daemon = start_daemon(args=["--name", "lab"])
     start = time.monotonic()
-    found = discovery.probe([LOOPBACK_BROADCAST], daemon.udp[1], 5.0)
+    found = discovery.probe([(LOOPBACK_BROADCAST, daemon.udp[1])], 5.0)
     assert time.monotonic() - start < 2.0  # the answer set was clear long before 5 s
     assert [(f.name, f.host, f.port, f.state) for f in found] == [
         ("lab", "127.0.0.1", daemon.tcp[1], "active")]
@@ -84,27 +86,23 @@ def test_probe_finds_one_daemon_and_stops_early(start_daemon: Callable[..., Daem
 
 def test_probe_by_unicast_too(start_daemon: Callable[..., Daemon]) -> None:
     daemon = start_daemon(args=["--name", "lab"])
-    found = discovery.probe(["127.0.0.1"], daemon.udp[1], 3.0)
+    found = discovery.probe([("127.0.0.1", daemon.udp[1])], 3.0)
     assert [f.name for f in found] == ["lab"]
 
 
-def start_pair(start_daemon: Callable[..., Daemon]) -> tuple[Daemon, Daemon, int]:
-    """Two daemons on one discovery port (SO_REUSEADDR), the second in standby."""
-    holder = free_udp_port()
-    try:
-        port = holder.getsockname()[1]
-        alpha = start_daemon(args=["--name", "alpha", "--discovery-port", str(port)])
-        beta = start_daemon(args=["--name", "beta", "--discovery-port", str(port),
-                                  "--initial-state", "standby"])
-    finally:
-        holder.close()
-    assert alpha.udp[1] == beta.udp[1] == port
-    return alpha, beta, port
+def start_pair(start_daemon: Callable[..., Daemon]) -> tuple[Daemon, Daemon, list[str]]:
+    """Two daemons, the second in standby, and the client flags that probe both."""
+    alpha = start_daemon(args=["--name", "alpha"])
+    beta = start_daemon(args=["--name", "beta", "--initial-state", "standby"])
+    flags = ["--discovery-address", f"{LOOPBACK_BROADCAST}:{alpha.udp[1]}",
+             "--discovery-address", f"{LOOPBACK_BROADCAST}:{beta.udp[1]}"]
+    return alpha, beta, flags
 
 
 def test_probe_finds_two_daemons_one_in_standby(start_daemon: Callable[..., Daemon]) -> None:
-    alpha, beta, port = start_pair(start_daemon)
-    found = discovery.probe([LOOPBACK_BROADCAST], port, 5.0)
+    alpha, beta, _flags = start_pair(start_daemon)
+    found = discovery.probe([(LOOPBACK_BROADCAST, alpha.udp[1]),
+                             (LOOPBACK_BROADCAST, beta.udp[1])], 5.0)
     assert [(f.name, f.port, f.state) for f in found] == [
         ("alpha", alpha.tcp[1], "active"), ("beta", beta.tcp[1], "standby")]
     assert len({f.server_id for f in found}) == 2
@@ -116,8 +114,8 @@ def discovery_args(port: int) -> list[str]:
 
 def test_discover_lists_servers_and_their_state(start_daemon: Callable[..., Daemon],
                                                 tmp_path: Path) -> None:
-    alpha, beta, port = start_pair(start_daemon)
-    result = run_client(["--discover", *discovery_args(port)], client_env(tmp_path))
+    alpha, beta, flags = start_pair(start_daemon)
+    result = run_client(["--discover", *flags], client_env(tmp_path))
     assert result.returncode == 0, result.stderr
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert [(r[0], r[1], r[2]) for r in rows] == [
@@ -136,10 +134,10 @@ def test_discover_with_nothing_found_explains_the_likely_causes(tmp_path: Path) 
 
 def test_joining_by_discovery_without_a_terminal_takes_the_only_active_server(
         start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
-    alpha, beta, port = start_pair(start_daemon)
+    alpha, beta, flags = start_pair(start_daemon)
     with alpha.json_client() as watcher:
         watcher.join("1234", "watcher")
-        result = run_client([*discovery_args(port), "--pin", "1234", "--name", "ci"],
+        result = run_client([*flags, "--pin", "1234", "--name", "ci"],
                             client_env(tmp_path), input="found you\n")
         assert result.returncode == 0, result.stderr
         assert watcher.recv_type("message")["text"] == "found you"
@@ -148,13 +146,13 @@ def test_joining_by_discovery_without_a_terminal_takes_the_only_active_server(
 
 def test_server_name_picks_and_a_standby_server_is_not_joined(
         start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
-    _alpha, _beta, port = start_pair(start_daemon)
-    refused = run_client([*discovery_args(port), "--server-name", "BETA", "--pin", "1234",
+    _alpha, _beta, flags = start_pair(start_daemon)
+    refused = run_client([*flags, "--server-name", "BETA", "--pin", "1234",
                           "--name", "ci"], client_env(tmp_path), input="hello\n")
     assert refused.returncode == 1
     assert "beta" in refused.stderr and "in standby and accepts no new people" in \
         refused.stderr
-    missing = run_client([*discovery_args(port), "--server-name", "gamma", "--pin", "1234",
+    missing = run_client([*flags, "--server-name", "gamma", "--pin", "1234",
                           "--name", "ci"], client_env(tmp_path), input="hello\n")
     assert missing.returncode == 1
     assert "No server named 'gamma'" in missing.stderr and "alpha" in missing.stderr

@@ -45,18 +45,6 @@ def run_client(args: list[str], env: dict[str, str], input: str | None = "",
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def free_udp_port() -> socket.socket:
-    """A UDP socket bound with SO_REUSEADDR to a free port on all addresses.
-
-    Keep it open while daemons bind the same port (they set SO_REUSEADDR too), so no
-    other program can take the port in between; close it afterwards.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", 0))
-    return sock
-
-
 def unused_udp_port() -> int:
     """A UDP port on loopback where nothing listens (probes to it go unanswered)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

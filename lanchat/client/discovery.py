@@ -204,12 +204,12 @@ class Collector:
         return sorted(self.found.values(), key=lambda f: (f.name.casefold(), f.host, f.port))
 
 
-def probe(targets: Sequence[str], port: int, timeout: float, *,
+def probe(targets: Sequence[tuple[str, int]], timeout: float, *,
           settle: float = SETTLE_SECONDS,
           clock: Callable[[], float] = time.monotonic,
           errors: list[str] | None = None) -> list[Found]:
-    """Send the probe to each of ``targets`` (IPv4 addresses) on UDP ``port`` and
-    return the servers that answered, sorted by name.
+    """Send the probe to each of ``targets`` (IPv4 address, UDP port) and return the
+    servers that answered, sorted by name.
 
     A target that cannot be sent to (no route, not permitted) is skipped and its
     reason appended to ``errors``.
@@ -226,12 +226,12 @@ def probe(targets: Sequence[str], port: int, timeout: float, *,
         selector.register(sock, selectors.EVENT_READ)
 
         def send_all() -> None:
-            for target in targets:
+            for address, port in targets:
                 try:
-                    sock.sendto(payload, (target, port))
+                    sock.sendto(payload, (address, port))
                 except OSError as exc:
                     if errors is not None:
-                        errors.append(f"{target}: {exc.strerror or exc}")
+                        errors.append(f"{address}:{port}: {exc.strerror or exc}")
 
         send_all()
         resent = False

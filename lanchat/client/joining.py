@@ -104,10 +104,10 @@ def describe_found(found: discovery.Found) -> str:
 
 
 def run_discovery(options: Options, say: Callable[[str], None]) -> list[discovery.Found]:
-    targets = list(options.discovery_addresses) or discovery.default_targets()
+    targets = list(options.discovery_targets) or [
+        (address, options.discovery_port) for address in discovery.default_targets()]
     errors: list[str] = []
-    found = discovery.probe(targets, options.discovery_port, options.discovery_timeout,
-                            errors=errors)
+    found = discovery.probe(targets, options.discovery_timeout, errors=errors)
     if not found and errors and len(errors) == len(targets):
         say(_("Could not send the discovery probe: {errors}").format(errors="; ".join(errors)))
     return found

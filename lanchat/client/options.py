@@ -13,7 +13,9 @@ class Options:
     server: tuple[str, int] | None = None   # connect here, no discovery
     server_name: str | None = None          # among discovered servers, the one named so
     discover_only: bool = False             # list the servers found and exit
-    discovery_addresses: tuple[str, ...] = ()  # empty: 255.255.255.255 and every interface
+    # Where the discovery probe goes, (IPv4 address, UDP port); empty: 255.255.255.255 and
+    # every interface's broadcast address, on discovery_port.
+    discovery_targets: tuple[tuple[str, int], ...] = ()
     discovery_port: int = DEFAULT_DISCOVERY_PORT
     discovery_timeout: float = 1.5
     pin: str | None = None
