@@ -323,6 +323,13 @@ class SystemTest:
             f"lanchat exited {posted.returncode}: {posted.stdout}{posted.stderr}",
         )
         alice.expect("carol: hello from the client")
+        # The package carries the compiled Norwegian catalogue (only the .mo is shipped).
+        english = self.m.run(["lanchat", "--help"], user="bob").stdout
+        norwegian = self.m.run(["lanchat", "--help"], user="bob", env={"LANGUAGE": "nb"}).stdout
+        expect(
+            norwegian != english and "nettverk" in norwegian,
+            f"LANGUAGE=nb lanchat --help is not in Norwegian:\n{norwegian[:400]}",
+        )
 
     def chat(self) -> None:
         alice = self.member("alice")
