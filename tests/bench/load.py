@@ -258,6 +258,16 @@ def say_line(text: str) -> bytes:
     return b'{"type":"say","text":"' + text.encode() + b'"}\n'
 
 
+def wire_line(mode: str, client: Client, text: str, counter: int) -> bytes:
+    """What a sender writes: a ``say`` to lanchatd.  The relay forwards lines as they
+    come, so it is sent the line a lanchatd member would receive for the same say (a
+    ``message`` with room, seq, ts and from): both servers then deliver the same bytes."""
+    if mode != "relay":
+        return say_line(text)
+    return (f'{{"type":"message","room":"{client.pin}","seq":{counter + 1},'
+            f'"ts":{time.time():.3f},"from":"{client.name}","text":"{text}"}}\n').encode()
+
+
 _BENCH_TEXT = re.compile(rb'"text":"bench (\d+) (\d+) (?:t(\d+) )?')
 
 
@@ -500,8 +510,8 @@ def _role_send(pipe: Any, job: Job) -> None:
     numbers: list[int] = job.params["numbers"]
     sel, clients = _setup(pipe, job, deadline)
     payloads = {
-        client: memoryview(b"".join(say_line(payload_text(number, n, size))
-                                    for n in range(messages)))
+        client: memoryview(b"".join(wire_line(job.mode, client, payload_text(number, n, size),
+                                              n) for n in range(messages)))
         for number, client in zip(numbers, clients)
     }
     pipe.send(("ready", {"failures": _failures(clients)}))
@@ -571,7 +581,7 @@ def _role_pace(pipe: Any, job: Job) -> None:
         if now >= due:
             late = max(late, now - due)
             for i, client in enumerate(live):
-                line = say_line(payload_text(i, n, size, time.time_ns()))
+                line = wire_line(job.mode, client, payload_text(i, n, size, time.time_ns()), n)
                 try:
                     sent = client.sock.send(line)
                 except OSError as exc:
