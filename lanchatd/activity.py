@@ -106,10 +106,10 @@ class _RotatingFile(logging.handlers.RotatingFileHandler):
         # The handler keeps the file open between records, so no `with` here.  Mode a+
         # so that the last byte can be read back; writes go to the end all the same.
         try:
-            stream = open(self.baseFilename, "a+", encoding="utf-8", opener=_opener)  # noqa: SIM115
+            stream = open(self.baseFilename, "a+", encoding="utf-8", opener=_opener)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(self.baseFilename), mode=_DIR_MODE, exist_ok=True)
-            stream = open(self.baseFilename, "a+", encoding="utf-8", opener=_opener)  # noqa: SIM115
+            stream = open(self.baseFilename, "a+", encoding="utf-8", opener=_opener)
         try:
             fd = stream.fileno()
             st = os.fstat(fd)

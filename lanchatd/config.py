@@ -17,13 +17,13 @@ import re
 import sys
 import textwrap
 import unicodedata
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import platformdirs
 
+from lanchat import paths
 from lanchatd.states import SERVER_STATES
 
 DEFAULT_DISCOVERY_ALLOW: tuple[str, ...] = (
@@ -269,14 +269,8 @@ def resolve_paths(config: Config, environ: Mapping[str, str] = os.environ) -> Co
         state = _first_path(environ, "STATE_DIRECTORY")
         changes["state_dir"] = state if state is not None else platformdirs.user_state_dir(APP_NAME)
     if config.control_socket is None:
-        runtime = _first_path(environ, "RUNTIME_DIRECTORY")
-        if runtime is None:
-            with warnings.catch_warnings():
-                # Without XDG_RUNTIME_DIR, newer platformdirs warns and falls back to
-                # /tmp/runtime-UID; that fallback is a fine place for the socket.
-                warnings.simplefilter("ignore")
-                runtime = platformdirs.user_runtime_dir(APP_NAME)
-        changes["control_socket"] = os.path.join(runtime, "control.sock")
+        # One rule for the daemon and lanchatctl, which must find the same socket.
+        changes["control_socket"] = paths.daemon_control_socket(environ)
     return config.replace(**changes) if changes else config
 
 

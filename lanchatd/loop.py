@@ -343,11 +343,13 @@ class Loop:
             self._after_pass(now)
             if self.signals:
                 self._handle_signals(now)
+                self._after_pass(now)
             deadline = self.core.next_deadline()
             if deadline is not None and deadline <= now:
                 self.apply(self.core.tick(now))
                 self._after_pass(now)
-            self._run_extra_timers(now)
+            if self._run_extra_timers(now):
+                self._after_pass(now)
             self._linger_expired(now)
             if now >= next_retry:
                 next_retry = now + 1.0
@@ -411,14 +413,18 @@ class Loop:
         self._timer_seq += 1
         heapq.heappush(self.extra_timers, (when, self._timer_seq, callback))
 
-    def _run_extra_timers(self, now: float) -> None:
+    def _run_extra_timers(self, now: float) -> bool:
+        """Run due timers; True if any callback ran (its output wants flushing)."""
+        ran = False
         while self.extra_timers and self.extra_timers[0][0] <= now:
             _when, _seq, callback = heapq.heappop(self.extra_timers)
             callback(now)
+            ran = True
         if self.accept_paused_until and now >= self.accept_paused_until:
             self.accept_paused_until = 0.0
             assert self.tcp is not None
             self.selector.register(self.tcp, READ, _Listener(self))
+        return ran
 
     # ------------------------------------------------------------------ effects
 
