@@ -51,7 +51,9 @@ from lanchatd.discovery import DiscoveryResponder
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
-RECV_SIZE = 65536
+# One read per connection per pass, so this bounds the work one client can cause in a
+# pass: 64 KiB of "x\n" was 32,768 rate-limited lines (~0.2 s) before anyone else ran.
+RECV_SIZE = 8192
 LINGER_SECONDS = 2.0  # how long a closing connection may take to drain and say goodbye
 SHUTDOWN_SECONDS = 1.5  # how long a shutdown waits for goodbyes to be flushed
 ACCEPT_BATCH = 256
