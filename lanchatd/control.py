@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A Unix stream socket, served by the same selector loop as the chat (lanchatd/loop.py),
-speaks the control protocol of lanchat.protocol.control (docs/protocol-control.md).
+speaks the control protocol of lanchat.protocol.control (docs/protocol.md, section 16).
 Nothing here may block the loop, so every control connection is non-blocking and
 bounded like a chat connection:
 

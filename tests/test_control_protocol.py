@@ -43,7 +43,7 @@ from lanchat.protocol.control import (
 )
 from lanchat.protocol.errors import LocalProtocolError
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol-control.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
 EVERY_REQUEST = [
     Hello((1,), "tests"), Status(), Rooms(), Users(), Users("1234"), SetState("standby"),

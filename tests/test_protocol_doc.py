@@ -30,7 +30,6 @@ from lanchatd.config import DEFAULT_DISCOVERY_ALLOW, Config
 
 REPO = Path(__file__).resolve().parents[1]
 DOC_PATH = REPO / "docs" / "protocol.md"
-CONTROL_DOC_PATH = REPO / "docs" / "protocol-control.md"
 DOC = DOC_PATH.read_text(encoding="utf-8")
 
 # --------------------------------------------------------------------------- reading the doc
@@ -159,10 +158,10 @@ FOUND = scan_codes()
 
 
 def documented_elsewhere(code: str, files: set[str]) -> bool:
-    """Codes of a control-protocol module may be documented in docs/protocol-control.md."""
-    if not all(f.startswith("control") for f in files) or not CONTROL_DOC_PATH.exists():
+    """Codes of a control-protocol module are documented in section 16 (their own table)."""
+    if not all(f.startswith("control") for f in files):
         return False
-    return f"`{code}`" in CONTROL_DOC_PATH.read_text(encoding="utf-8")
+    return f"`{code}`" in section("16.")
 
 
 # --------------------------------------------------------------------------- error codes
@@ -450,8 +449,8 @@ def test_the_minimal_client_in_the_doc_works(start_daemon: Callable[..., Any]) -
 # --------------------------------------------------------------------------- the end
 
 
-def test_the_last_section_points_to_the_control_protocol() -> None:
+def test_the_last_section_is_the_control_protocol() -> None:
     headings = re.findall(r"^## (.*)$", DOC, re.M)
-    assert headings[-1] == "Control protocol"
-    last = DOC.split("\n## Control protocol\n", 1)[1].strip()
-    assert "docs/protocol-control.md" in last or "(protocol-control.md)" in last
+    assert headings[-1].startswith("16. The control protocol")
+    for part in ("The socket", "Framing", "The version check", "Commands", "Errors"):
+        assert re.search(rf"^### 16\.\d+ {part}", section("16."), re.M), part

@@ -7,7 +7,7 @@ line of the client may be at most ``MAX_REQUEST_BYTES`` long.  The client speaks
 first.  Its first request must be ``hello``, which names the protocol versions it
 speaks; the daemon answers with the version it picked, or with the error
 ``unsupported_version`` and closes.  That is the version check: nothing else is
-served before it.  docs/protocol-control.md is the reference for people writing
+served before it.  docs/protocol.md (section 16) is the reference for people writing
 another client.
 
 Every request carries an ``id`` (an integer the client picks) and a ``cmd``; its
