@@ -520,3 +520,45 @@ def control_call(daemon: Daemon, cmd: str, timeout: float = 10.0, **args: Any) -
     reply = replies[2]
     assert reply["ok"], reply
     return dict(reply["result"])
+
+
+#: A client in its own process (run with ``python -c``): joins a room and floods it.
+#: argv: port, pin, name, mode ("text": lines "x"; "json": say requests), seconds.
+#: It reads everything the daemon sends, and prints: bytes sent, bytes received, and
+#: "open" or "closed" (whether the daemon was still talking to it at the end).
+FLOODER = r'''
+import json, socket, sys, threading, time
+port, pin, name, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+seconds = float(sys.argv[5])
+s = socket.create_connection(("127.0.0.1", port))
+f = s.makefile("rb")
+f.readline()
+if mode == "text":
+    s.sendall(f"{pin}\n{name}\n".encode())
+    while not f.readline().startswith(b"* You are in room"):
+        pass
+    payload = b"x\n" * 4096
+else:
+    s.sendall(b'{"type":"hello","versions":[1]}\n' + json.dumps(
+        {"type": "join", "pin": pin, "name": name}).encode() + b"\n")
+    while json.loads(f.readline())["type"] != "joined":
+        pass
+    payload = b'{"type":"say","text":"flood"}\n' * 1024
+received = [0]
+closed = [False]
+def reader():
+    while True:
+        data = f.read1(1 << 20)
+        if not data:
+            closed[0] = True
+            return
+        received[0] += len(data)
+threading.Thread(target=reader, daemon=True).start()
+sent = 0
+end = time.monotonic() + seconds
+while time.monotonic() < end and not closed[0]:
+    s.sendall(payload)
+    sent += len(payload)
+time.sleep(0.5)
+print(sent, received[0], "closed" if closed[0] else "open", flush=True)
+'''
