@@ -406,3 +406,23 @@ def test_four_people_see_the_same_messages_in_the_same_order(
         piped_seen = [o for line in piped.stdout.splitlines() for o in order if o in line]
         assert piped_seen == order
 
+
+
+def test_several_servers_are_listed_and_chosen_by_number(
+        start_daemon: Callable[..., Daemon], terminals: Callable[..., Terminal]) -> None:
+    alpha = start_daemon(args=["--name", "alpha"])
+    beta = start_daemon(args=["--name", "beta", "--initial-state", "standby"])
+    term = terminals(["--discovery-address", f"127.255.255.255:{alpha.udp[1]}",
+                      "--discovery-address", f"127.255.255.255:{beta.udp[1]}",
+                      "--pin", "1234", "--name", "ana"])
+    lines = term.wait_text("Choose a server (1-2):")
+    listing = "\n".join(lines)
+    assert f"1. alpha  127.0.0.1:{alpha.tcp[1]}  active" in listing
+    assert f"2. beta  127.0.0.1:{beta.tcp[1]}  in standby" in listing
+    term.type("2")
+    term.keys("Enter")
+    term.wait_text("beta is in standby and accepts no new people; choose another.")
+    term.type("1")
+    term.keys("Enter")
+    lines = in_room(term)
+    assert "alpha" in status_line(lines)
