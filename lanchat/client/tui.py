@@ -200,7 +200,8 @@ class App:
                             "for commands.").format(room=joined.room, name=joined.name,
                                                     members=", ".join(joined.members)))
         elif isinstance(event, s.Disconnected):
-            self.note(messages.disconnected(event), view.ERROR)
+            if not event.reconnect_failed:  # later attempts show in the status line only
+                self.note(messages.disconnected(event), view.ERROR)
         elif isinstance(event, s.Retrying):
             self.note(messages.retrying(event), view.ERROR)
         elif isinstance(event, s.Held):
