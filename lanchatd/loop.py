@@ -652,6 +652,9 @@ def run(config: Config, reload: Callable[[], Config]) -> int:
     except BindError as exc:
         diag(str(exc.strerror))
         return 1
+    except ValueError as exc:  # malformed LISTEN_FDS and the like from the service manager
+        diag(f"cannot start: {exc}")
+        return 1
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         diag(f"cannot start: {exc.strerror or exc}{where}")
