@@ -225,3 +225,21 @@ def test_kicked_client_is_told_why_and_does_not_come_back(daemon: Daemon,
         assert "You were removed from the room" in err and "spamming" in err
         watcher.send({"type": "who"})
         assert watcher.recv_type("members")["members"] == ["watcher"]
+
+
+def test_a_regular_file_as_input(daemon: Daemon, tmp_path: Path) -> None:
+    """A file cannot be watched by epoll; it is read as fast as the loop turns."""
+    import subprocess
+    import sys
+
+    lines = [f"from a file {i}" for i in range(5)]
+    source = tmp_path / "lines.txt"
+    source.write_text("\n".join(lines))  # no newline after the last line
+    with daemon.json_client() as watcher, source.open("rb") as stdin:
+        watcher.join("1234", "watcher")
+        result = subprocess.run(
+            [sys.executable, "-m", "lanchat", *server_arg(daemon), "--pin", "1234",
+             "--name", "ci"], stdin=stdin, capture_output=True, text=True,
+            env=client_env(tmp_path / "home"), timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert texts_from(watcher, "ci", len(lines)) == lines

@@ -8,6 +8,13 @@ The parts, from the wire up:
 - ``connection``: the TCP socket of a session in a ``selectors`` loop, reconnecting.
 - ``discovery``: finding servers on the LAN with the UDP probe.
 - ``joining``: choosing a server and asking for the room PIN and name.
-- ``plain``: the line mode for pipes and scripts; ``tui``: the curses interface.
-- ``settings``, ``i18n``: the user's settings file and the translations.
+- ``plain``: the line mode for pipes and scripts; ``tui``: the curses interface, with
+  its model in ``view`` (the message pane) and ``lineedit`` (the input line).
+- ``messages``: the sentences shown about the session, shared by both interfaces.
+- ``options``, ``settings``: what the person asked for; the settings file and the
+  remembered last server.
+- ``i18n``, ``msgfmt``: translations through gettext, and the catalogue compiler the
+  build uses.
+
+docs/client.md describes the client from the person's side.
 """

@@ -117,11 +117,9 @@ class ChatClient:
         if self.sock is not None and self._connecting_until is None and self._out:
             self._write()
         if self.session.must_close and self.sock is not None:
+            # The session knows why (no answer, a finished session); it says so itself.
             self._close()
-            self.emit(self.session.connection_lost(self._close_reason(), self.clock()))
-
-    def _close_reason(self) -> str:
-        return "closed"
+            self.emit(self.session.connection_lost("closed by the client", self.clock()))
 
     # ------------------------------------------------------------------ connecting
 
