@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import resource
 import selectors
@@ -332,6 +333,8 @@ def _role_receive(pipe: Any, job: Job) -> None:
     sel, clients = _setup(pipe, job, deadline)
     expected: int = job.params["expected"]
     latency: bool = job.params.get("latency", False)
+    if job.params.get("nice"):
+        os.nice(job.params["nice"])
     stored_rooms = set()
     for client in clients:
         if job.params.get("store_all") or client.pin not in stored_rooms:

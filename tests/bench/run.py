@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: python tests/bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
     __package__ = "tests.bench"
 
-from . import measures
+from . import measures, micro
 from .servers import KINDS, Lanchatd, raise_nofile, start_server
 
 Figures = dict[str, Any]
@@ -160,6 +160,13 @@ class Suite:
         best = {kind: pick(rounds[kind], "ready_median_ms", "low") for kind in KINDS}
         self.results["startup"] = {"rounds": rounds, "best": best, "key": "ready_median_ms"}
 
+    def micro(self) -> None:
+        self.say("micro: lanchatd's CPU per room message, without sockets")
+        figures = {f"{m}_members": micro.core_cost(members=m) for m in (51, 3)}
+        self.results["micro"] = {"best": figures}
+        for name, f in figures.items():
+            self.say(f"  {name}: {f['us_per_message']} us per message")
+
     # -------------------------------------------------------------- output
 
     def table(self) -> list[dict[str, Any]]:
@@ -221,6 +228,10 @@ class Suite:
                 base["ready_median_ms"], "<= 150 ms", ours["ready_median_ms"] <= 150)
             row("", "exec to READY=1, median", "ms", ours["notify_median_ms"],
                 base["ready_median_ms"])
+        if "micro" in res:
+            for name, f in res["micro"]["best"].items():
+                row("CPU per room message (no sockets)" if name.startswith("51") else "",
+                    f"{f['members']} members", "us", f["us_per_message"], None)
         return rows
 
 
@@ -297,6 +308,7 @@ MEASURES: dict[str, tuple[str, Callable[[Suite, argparse.Namespace], None]]] = {
                   lambda s, a: s.discovery()),
     "startup": ("exec to readiness line, and to READY=1 on a notify socket",
                 lambda s, a: s.startup()),
+    "micro": ("lanchatd's CPU per room message, without sockets", lambda s, a: s.micro()),
 }
 
 
@@ -308,6 +320,7 @@ def run_all(suite: Suite, args: argparse.Namespace) -> None:
     suite.connections()
     suite.discovery()
     suite.startup()
+    suite.micro()
 
 
 def parser() -> argparse.ArgumentParser:
