@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lanchat_testing import Daemon, JsonClient
 from test_client_support import ClientProcess, client_env, run_client
 
@@ -130,8 +131,9 @@ def test_no_server_at_the_address(tmp_path: Path, daemon: Daemon) -> None:
     assert "Could not connect" in result.stderr and "refused" in result.stderr.lower()
 
 
+@pytest.mark.parametrize("how", ["stop", "kill"])
 def test_daemon_restart_mid_session_reconnects_rejoins_and_delivers(
-        start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+        start_daemon: Callable[..., Daemon], tmp_path: Path, how: str) -> None:
     first = start_daemon()
     port = first.tcp[1]
     args = ["--server", f"127.0.0.1:{port}", "--pin", "1234", "--name", "ci"]
@@ -140,7 +142,12 @@ def test_daemon_restart_mid_session_reconnects_rejoins_and_delivers(
             watcher.join("1234", "watcher")
             client.write("before the restart\n")
             assert texts_from(watcher, "ci", 1) == ["before the restart"]
-        first.stop()
+            # Delivered as far as the client knows too (the server echoed it back to it).
+            client.wait_for("ci: before the restart", stream="out")
+        if how == "stop":
+            first.stop()  # SIGTERM: the daemon says goodbye to everyone
+        else:
+            first.kill()  # SIGKILL: the connections just end
         client.wait_for("Connection lost")
         client.write("typed while the server was down\n")
         second = start_daemon(args=["--port", str(port)])
