@@ -6,6 +6,7 @@ and the screen is read with ``capture-pane``.  Only that tmux server is ever kil
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -17,6 +18,10 @@ from pathlib import Path
 import pytest
 from lanchat_testing import Daemon
 from test_client_support import client_env, run_client
+
+from lanchat.client import view
+from lanchat.client.settings import DEFAULT_PALETTE
+from lanchat.client.tui import COLOUR_NUMBERS
 
 TIMEOUT = 15.0
 _names = count()
@@ -222,6 +227,11 @@ def test_mention_rings_the_bell_and_highlights(daemon: Daemon,
         plain = next(line for line in term.screen(escapes=True) if "no mention" in line)
         assert "7m" in coloured.split("bob")[-1]  # reverse video on the mentioning text
         assert "7m" not in plain.split("bob")[-1]
+        # The name's colour is the one its hash picks from the palette, on every line.
+        colour = COLOUR_NUMBERS[DEFAULT_PALETTE[view.sender_colour("bob",
+                                                                  len(DEFAULT_PALETTE))]]
+        name = re.compile(r"\x1b\[(?:\d+;)*3(\d)(?:;\d+)*m(?:\x1b\[[\d;]*m)*bob")
+        assert [int(m) for m in name.findall(coloured + plain)] == [colour, colour]
 
 
 def test_scrollback_with_page_up_and_page_down(start_daemon: Callable[..., Daemon],

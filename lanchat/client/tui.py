@@ -107,8 +107,8 @@ class Styles:
                 curses.init_pair(pair, COLOUR_NUMBERS[name], background)
                 self._senders[i] = curses.color_pair(pair) | curses.A_BOLD
                 pair += 1
-            for style, colour in ((view.SYSTEM, curses.COLOR_YELLOW),
-                                  (view.ERROR, curses.COLOR_RED),
+            # Notes from the client stay uncoloured (bold), so no name's colour is reused.
+            for style, colour in ((view.ERROR, curses.COLOR_RED),
                                   (view.PRIVATE, curses.COLOR_MAGENTA)):
                 curses.init_pair(pair, colour, background)
                 self._attrs[style] = curses.color_pair(pair) | \
