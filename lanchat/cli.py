@@ -20,6 +20,7 @@ from lanchat import __version__
 from lanchat.client import i18n
 from lanchat.client.connection import parse_server
 from lanchat.client.i18n import _
+from lanchat.client.messages import clean
 from lanchat.client.options import Options
 from lanchat.client.settings import (
     DEFAULT_CHAT_PORT,
@@ -199,7 +200,7 @@ def _path(text: str) -> Path:
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> int:
-    print(f"lanchat: {message}", file=sys.stderr, flush=True)
+    print(f"lanchat: {clean(message)}", file=sys.stderr, flush=True)
     return code
 
 
@@ -223,13 +224,14 @@ def discover_and_list(options: Options) -> int:
     """``lanchat --discover``: one line per server found."""
     from lanchat.client import joining
 
-    found = joining.run_discovery(options, lambda line: print(line, file=sys.stderr))
+    found = joining.run_discovery(options, lambda line: print(clean(line), file=sys.stderr))
     if not found:
         for line in joining.no_server_help(options.discovery_port):
             print(line, file=sys.stderr)
         return EXIT_FAILED
     for server in found:
-        print(f"{server.name}\t{server.address}\t{server.state}\t{server.server_id}")
+        print("\t".join(clean(field) for field in (server.name, server.address, server.state,
+                                                    server.server_id)))
     return EXIT_OK
 
 

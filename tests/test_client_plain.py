@@ -250,3 +250,42 @@ def test_a_regular_file_as_input(daemon: Daemon, tmp_path: Path) -> None:
             env=client_env(tmp_path / "home"), timeout=30)
         assert result.returncode == 0, result.stderr
         assert texts_from(watcher, "ci", len(lines)) == lines
+
+
+def test_control_characters_from_a_hostile_server_never_reach_the_terminal(
+        tmp_path: Path) -> None:
+    """A server (not lanchatd) sending escape sequences in names and messages."""
+    import socket
+    import threading
+
+    from lanchat.protocol import chat
+
+    evil = "\x1b]0;owned\x07\x1b[2J\u202eevil"
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as reader:
+            conn.sendall(b"LANCHAT/1 ready " + evil.encode() + b"\n")
+            reader.readline()  # hello
+            conn.sendall(chat.encode_json(chat.Welcome(1, "x", "id", evil, "active")))
+            reader.readline()  # join
+            conn.sendall(chat.encode_json(chat.Joined("1234", "ci", ("ci", evil)))
+                         + chat.encode_json(chat.Message("1234", 1, 1.0, evil, evil))
+                         + chat.encode_json(chat.Notice(1.0, evil)))
+            reader.readline()  # quit
+            conn.sendall(chat.encode_json(chat.Bye("quit", evil)))
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        result = run_client(["--server", f"127.0.0.1:{listener.getsockname()[1]}",
+                             "--pin", "1234", "--name", "ci"], client_env(tmp_path), input="")
+    finally:
+        server.join(10)
+        listener.close()
+    assert result.returncode == 0, result.stderr
+    assert "\ufffd]0;owned" in result.stdout  # shown, but defused
+    for stream in (result.stdout, result.stderr):
+        assert "\x1b" not in stream and "\x07" not in stream and "\u202e" not in stream

@@ -142,3 +142,13 @@ def test_transcript_scrolls_back_and_keeps_the_view_when_messages_arrive() -> No
     assert t.scroll == 0 and t.unseen == 0
     t.clear()
     assert t.visible(40, 5) == []
+
+
+def test_control_characters_are_defused_before_they_reach_the_screen() -> None:
+    from lanchat.client.messages import clean
+
+    assert clean("plain text") == "plain text"
+    assert clean("a\x1b[2Jb\tc\u202ed") == "a\ufffd[2Jb c\ufffdd"
+    assert clean("one\ntwo\x07") == "one\ntwo\ufffd"
+    rows = view.wrap([("x\x1b[31my\tz\nw", view.TEXT)], 40)
+    assert ["".join(t for t, _ in row) for row in rows] == ["x\ufffd[31my z w"]

@@ -65,7 +65,7 @@ class TerminalPrompter:
             return None
 
     def say(self, text: str) -> None:
-        print(text, file=self.stderr, flush=True)
+        print(messages.clean(text), file=self.stderr, flush=True)
 
 
 # ------------------------------------------------------------------ the server

@@ -7,6 +7,8 @@ the server's numbers, so the person gets the rule in their language.
 
 from __future__ import annotations
 
+import unicodedata
+
 from lanchat.client import session as s
 from lanchat.client.i18n import _, ngettext
 from lanchat.protocol import chat, rules
@@ -120,6 +122,34 @@ def finished(event: s.Finished) -> str:
     if event.reason == "not_lanchat":
         return _("That is not a lanchat server: {message}").format(message=event.message)
     return event.message or event.reason
+
+
+# Characters never written raw to a terminal: controls (ESC starts escape sequences),
+# surrogates, private use, line/paragraph separators and the bidi overrides that make
+# text display in another order than it is.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Zl", "Zp"})
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
+
+
+def clean(text: str) -> str:
+    """``text`` safe to print on a terminal: a tab becomes a space, every other control
+    or bidi character U+FFFD, and each line of several is cleaned the same way."""
+    if text.isprintable():
+        return text
+    return "\n".join(_clean_line(line) for line in text.split("\n"))
+
+
+def _clean_line(line: str) -> str:
+    out = []
+    for ch in line:
+        if ch == "\t":
+            out.append(" ")
+        elif ch in _BIDI_CONTROLS or unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _clip(text: str, width: int = 60) -> str:

@@ -83,8 +83,9 @@ class PlainMode:
     # ------------------------------------------------------------------ output
 
     def out(self, line: str) -> None:
+        """One line on stdout (a JSON line is already safe: json escapes controls)."""
         try:
-            self.stdout.write(line + "\n")
+            self.stdout.write((line if self.options.json else messages.clean(line)) + "\n")
             self.stdout.flush()
         except BrokenPipeError:
             # Whoever read our output has gone; keep delivering, stop printing.
@@ -92,7 +93,7 @@ class PlainMode:
 
     def err(self, line: str) -> None:
         try:
-            print(line, file=self.stderr, flush=True)
+            print(messages.clean(line), file=self.stderr, flush=True)
         except (BrokenPipeError, ValueError):
             pass
 

@@ -16,6 +16,7 @@ import zlib
 from dataclasses import dataclass
 
 from lanchat.client.lineedit import char_width
+from lanchat.client.messages import clean
 from lanchat.protocol import chat
 
 TRANSCRIPT_MAX = 5000
@@ -68,8 +69,8 @@ def wrap(segments: list[Segment], width: int) -> list[list[Segment]]:
     Rows after the first are indented to line up under the text after the time stamp.
     """
     width = max(1, width)
-    cells: list[tuple[str, str]] = [(ch, style) for text, style in segments for ch in text
-                                    if ch not in "\r\n"]
+    cells: list[tuple[str, str]] = [(ch, style) for text, style in segments
+                                    for ch in clean(text.replace("\n", " "))]
     indent = 0
     if segments and segments[0][1] == TIME:
         indent = sum(char_width(ch) for ch in segments[0][0])
