@@ -354,3 +354,26 @@ def test_a_malformed_server_line_is_skipped() -> None:
     session = joined_session()
     events = session.receive_data(b"{not json\n" + message(1, "bob", "fine"), 1.0)
     assert [e.text for e in events if isinstance(e, chat.Message)] == ["fine"]
+
+
+def test_a_server_that_never_greets_is_given_up_on_the_first_time() -> None:
+    session = s.Session(pin="1234", name="ci")
+    session.connecting(0.0)
+    session.connection_made(0.0)
+    assert session.tick(s.HANDSHAKE_TIMEOUT - 1) == []
+    session.tick(s.HANDSHAKE_TIMEOUT)
+    assert session.must_close
+    events = session.connection_lost("closed by the client", s.HANDSHAKE_TIMEOUT)
+    assert isinstance(events[-1], s.Finished) and events[-1].reason == "connect_failed"
+    assert "did not answer" in events[-1].message
+
+
+def test_refused_value_is_named_in_the_refusal() -> None:
+    session = s.Session(pin="1234", name="bob")
+    session.connecting(0.0)
+    session.connection_made(0.0)
+    session.receive_data(GREETING + welcome(), 0.0)
+    events = session.receive_data(
+        ev(chat.Error("name_taken", "The name 'bob' is already taken.", "join")), 0.0)
+    assert isinstance(events[0], s.JoinRefused)
+    assert (events[0].field, events[0].value) == ("name", "bob")

@@ -705,12 +705,14 @@ class Session:
         if refusal is not None and refusal[0] == "not_lanchat":
             return self._finish(False, refusal[0], refusal[1])
         if not self.ever_joined:
-            if connect_failed and not self.ever_welcomed:
-                return self._finish(False, "connect_failed", reason)
             if refusal is not None and refusal[0] in chat.GREETING_STATUSES + chat.STATES:
                 return self._finish(False, refusal[0], refusal[1])
             if bye is not None and not self.ever_welcomed:
                 return self._finish(False, bye.reason, bye.message)
+            if not self.ever_welcomed:
+                # Never got as far as a welcome: a wrong address, not a pause to wait out.
+                return self._finish(False, "connect_failed",
+                                    refusal[1] if refusal is not None else reason)
         if refusal is not None:
             reason = refusal[1]
         elif bye is not None:
