@@ -377,3 +377,17 @@ def test_refused_value_is_named_in_the_refusal() -> None:
         ev(chat.Error("name_taken", "The name 'bob' is already taken.", "join")), 0.0)
     assert isinstance(events[0], s.JoinRefused)
     assert (events[0].field, events[0].value) == ("name", "bob")
+
+
+def test_sync_ping_refused_still_ends_the_wait() -> None:
+    session = joined_session()
+    session.submit(chat.Say("in doubt"), 1.0)
+    sent(session)
+    session.connection_lost("reset", 2.0)
+    now = session.reconnect_at or 0.0
+    session.connecting(now)
+    session.connection_made(now)
+    session.receive_data(GREETING + welcome() + ev(chat.Joined("1234", "ci", ("ci",))), now)
+    assert sent(session)[-1] == {"type": "ping", "token": s.SYNC_TOKEN}
+    session.receive_data(ev(chat.Error("rate_limited", "Rate limited", "ping")), now)
+    assert sent(session) == [{"type": "say", "text": "in doubt"}]

@@ -609,6 +609,11 @@ class Session:
     def _on_error(self, error: chat.Error, now: float) -> list[UiEvent]:
         if self.phase == JOINING and error.ref in ("join", ""):
             return self._on_join_refused(error, now)
+        if error.ref == "ping" and self._syncing:
+            # Refused (rate limit), but answered after the history replay all the same.
+            self._syncing = False
+            self._uncertain = None
+            return self._pump(now)
         item = self.inflight
         if item is not None and (error.ref in ("say", "msg") or not error.ref):
             if error.code == "rate_limited":
