@@ -26,6 +26,7 @@ empty name or a 10 kB PIN cannot exist.  docs/protocol.md is the reference.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ClassVar, Union
@@ -320,9 +321,30 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 def encode_json(event: Event) -> bytes:
     """One JSON line for ``event``."""
+    if type(event) is Message:
+        line = _message_json(event)
+        if line is not None:
+            return line
     # A lone surrogate (a peer's "\ud800" escape, echoed back in a pong) has no UTF-8
     # form; backslashreplace writes it as that same JSON escape, so the line stays valid.
     return (_dumps(event.to_dict()) + "\n").encode("utf-8", "backslashreplace")
+
+
+_json_str = json.encoder.encode_basestring  # the encoder's own escaper (ensure_ascii=False)
+
+
+def _message_json(m: Message) -> bytes | None:
+    """A room message's line, byte for byte what the generic path writes, in a quarter
+    of its time (the daemon writes one per message; JSONEncoder.encode builds a new C
+    encoder on every call).  None for field types the generic path must handle."""
+    if not (type(m.room) is str and type(m.seq) is int and type(m.ts) is float
+            and math.isfinite(m.ts) and type(m.sender) is str and type(m.text) is str
+            and type(m.action) is bool and type(m.history) is bool):
+        return None
+    return (f'{{"type":"message","room":{_json_str(m.room)},"seq":{m.seq!r},"ts":{m.ts!r},'
+            f'"from":{_json_str(m.sender)},"text":{_json_str(m.text)}'
+            + (',"action":true' if m.action else "") + (',"history":true' if m.history else "")
+            + '}\n').encode("utf-8", "backslashreplace")
 
 
 # --------------------------------------------------------------------------- decoding
