@@ -15,6 +15,10 @@ from typing import Any
 
 import pytest
 from bench import load, measures, servers
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lanchat.protocol import chat
 
 
 @pytest.fixture(autouse=True)
@@ -135,3 +139,22 @@ def test_the_checker_refuses_a_message_without_its_sender() -> None:
     result = load.verify_stream(_stream(stream), "1234", ["s0"], 1, "lanchat")
     assert result["malformed"] == 1
     assert result["lost"] == 1
+
+
+# ----------------------------------------------------------------------------- tuning
+
+_text = st.text(st.characters(codec="utf-8") | st.characters(min_codepoint=0xD800,
+                                                              max_codepoint=0xDFFF))
+
+
+@settings(max_examples=300, deadline=None)
+@given(room=_text, seq=st.integers(), ts=st.floats(allow_nan=True, allow_infinity=True),
+       sender=_text, body=_text, action=st.booleans(), history=st.booleans())
+def test_the_fast_message_encoder_writes_what_the_generic_one_does(
+        room: str, seq: int, ts: float, sender: str, body: str, action: bool,
+        history: bool) -> None:
+    # chat.encode_json has a fast path for room messages (see docs/performance.md): its
+    # bytes must be exactly those of the generic encoder, for any field values.
+    message = chat.Message(room, seq, ts, sender, body, action, history)
+    generic = (chat._dumps(message.to_dict()) + "\n").encode("utf-8", "backslashreplace")
+    assert chat.encode_json(message) == generic

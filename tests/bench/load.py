@@ -63,6 +63,7 @@ WRITE = selectors.EVENT_WRITE
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC = struct.Struct("@ll")
 MARK = b'"text":"bench '
+_MARK_TAIL = len(MARK) - 1  # bytes of a read kept to find a MARK cut across two reads
 RECV_SIZE = 262144
 SEND_SLICE = 262144
 
@@ -75,9 +76,10 @@ Spec = tuple[str, str, int]  # (room PIN, name, members to wait for; 0: do not s
 class Client:
     """One simulated person: a non-blocking socket and where it is in the handshake."""
 
-    __slots__ = ("buf", "count", "crc", "done_at", "error", "joined_at", "lat", "members",
-                 "mode", "name", "nbytes", "next_counter", "order_errors", "parts", "pin",
-                 "presence", "sock", "state", "store", "total")
+    __slots__ = ("buf", "carry", "count", "crc", "done_at", "error", "finishing",
+                 "joined_at", "lat", "members", "mode", "name", "nbytes", "next_counter",
+                 "order_errors", "parts", "pin", "presence", "sock", "state", "store",
+                 "total")
 
     def __init__(self, spec: Spec, mode: str) -> None:
         self.pin, self.name, self.total = spec
@@ -93,6 +95,8 @@ class Client:
         self.presence = 0
         # run-phase figures
         self.count = 0
+        self.carry = b""
+        self.finishing = False
         self.crc = 0
         self.nbytes = 0
         self.done_at = 0.0
@@ -348,6 +352,10 @@ def _role_receive(pipe: Any, job: Job) -> None:
     _wait_go(pipe, deadline)
     live = [c for c in clients if c.state == READY]
     left = len(live)
+    if not latency:
+        for client in live:  # what arrived while it settled belongs to the stream
+            early, client.buf = client.buf, b""
+            _take(client, early, expected)
     monotonic = time.monotonic
     while left and monotonic() < deadline:
         for key, _mask in sel.select(max(0.0, min(1.0, deadline - monotonic()))):
@@ -366,23 +374,9 @@ def _role_receive(pipe: Any, job: Job) -> None:
                 sel.unregister(client.sock)
                 left -= 1
                 continue
-            if not latency:
-                data = client.buf + data
-                cut = data.rfind(b"\n") + 1
-                client.buf = data[cut:]
-                if not cut:
-                    continue
-                whole = data[:cut]
-                client.count += whole.count(MARK)
-                if client.count >= expected:
-                    # The measured stream ends with its last message: what follows (the
-                    # leave of a receiver that finished first) is not part of it.
-                    whole = whole[:whole.index(b"\n", whole.rfind(MARK)) + 1]
-                client.nbytes += len(whole)
-                client.crc = zlib.crc32(whole, client.crc)
-                if client.store:
-                    client.parts.append(whole)
-            if client.count >= expected and not client.done_at:
+            if not latency and not _take(client, data, expected):
+                continue
+            if client.count >= expected and not client.finishing and not client.done_at:
                 client.done_at = monotonic()
                 sel.unregister(client.sock)
                 left -= 1
@@ -404,6 +398,39 @@ def _role_receive(pipe: Any, job: Job) -> None:
         client.close()
     pipe.send(("done", {"clients": results, "failures": _failures(clients),
                         "cpu": _cpu()}))
+
+
+def _take(client: Client, data: bytes, expected: int) -> bool:
+    """Count, fingerprint and (if storing) keep one read of a throughput stream, without
+    copying it; False while the stream's last expected line is still to come.
+
+    The stream ends with the line of its last expected message: what follows (the leave
+    of a receiver that finished first) is not part of it.
+    """
+    end = len(data)
+    if client.finishing:  # the last message's line ends in this read
+        nl = data.find(b"\n")
+        if nl >= 0:
+            end = nl + 1
+            client.finishing = False
+    else:
+        client.count += (client.carry + data[:_MARK_TAIL]).count(MARK) + data.count(MARK)
+        if client.count >= expected:
+            last = data.rfind(MARK)
+            nl = data.find(b"\n", max(last, 0))
+            if nl >= 0:
+                end = nl + 1
+            else:
+                client.finishing = True
+    if end < len(data):
+        data = data[:end]
+    client.carry = (client.carry + data)[-_MARK_TAIL:] if len(data) < _MARK_TAIL \
+        else data[-_MARK_TAIL:]
+    client.nbytes += end
+    client.crc = zlib.crc32(data, client.crc)
+    if client.store:
+        client.parts.append(data)
+    return client.count >= expected and not client.finishing
 
 
 def _read_stamped(client: Client) -> bytes:
