@@ -52,7 +52,6 @@ class Suite:
         self.tmp = Path(tempfile.mkdtemp(prefix="lanchat-bench-"))
         self.results: dict[str, Any] = {}
         self.problems: list[str] = []
-        self.log = args.verbose
 
     def say(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -192,6 +191,8 @@ class Suite:
             row("", "lost / duplicated / out of order", "",
                 f"{ours['lost']} / {ours['duplicated']} / {ours['out_of_order']}",
                 f"{base['lost']} / {base['duplicated']} / {base['out_of_order']}")
+            row("", "server CPU while measured", "CPUs", ours["server_cpu"],
+                base["server_cpu"])
         for _name, b in ((n, r["best"]) for n, r in res.items() if n.startswith("latency_")):
             ours, base = b["lanchatd"], b["relay"]
             title = f"latency {ours['rate']:g} msg/s into {ours['receivers']}"
@@ -343,7 +344,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=200.0, help="latency: messages a second")
     p.add_argument("--idle", type=int, default=None, help="idle: idle clients")
     p.add_argument("--clients", type=int, default=None, help="connections: clients")
-    p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
