@@ -24,6 +24,7 @@ from typing import Any, Callable
 import platformdirs
 
 from lanchat import paths
+from lanchat.protocol import chat, discovery
 from lanchatd.states import SERVER_STATES
 
 DEFAULT_DISCOVERY_ALLOW: tuple[str, ...] = (
@@ -49,7 +50,7 @@ class Config:
         "server", "Server name shown to clients; empty means the host name.", reloadable=True))
     host: str = field(default="", metadata=_key(
         "server", "Address the TCP chat port binds to; empty means all interfaces."))
-    port: int = field(default=5000, metadata=_key(
+    port: int = field(default=chat.DEFAULT_PORT, metadata=_key(
         "server", "TCP chat port; 0 picks a free one."))
     initial_state: str = field(default="active", metadata=_key(
         "server", "State at start: active, standby or stopped."))
@@ -63,7 +64,7 @@ class Config:
     # [discovery]
     discovery_host: str = field(default="", metadata=_key(
         "discovery", "Address the UDP discovery socket binds to; empty means all."))
-    discovery_port: int = field(default=5001, metadata=_key(
+    discovery_port: int = field(default=discovery.DEFAULT_PORT, metadata=_key(
         "discovery", "UDP discovery port; 0 picks a free one."))
     discovery_allow: tuple[str, ...] = field(default=DEFAULT_DISCOVERY_ALLOW, metadata=_key(
         "discovery", "Networks whose probes are answered (CIDR list).", reloadable=True))

@@ -35,7 +35,7 @@ import platformdirs
 
 from lanchat.client import messages
 from lanchat.client.i18n import _
-from lanchat.protocol import rules
+from lanchat.protocol import chat, discovery, rules
 from lanchat.protocol.errors import RemoteProtocolError
 
 if sys.version_info >= (3, 11):
@@ -46,8 +46,8 @@ else:  # pragma: no cover - exercised on Python < 3.11
 APP = "lanchat"
 SETTINGS_FILE = "lanchat.toml"
 STATE_FILE = "last-server.json"
-DEFAULT_CHAT_PORT = 5000
-DEFAULT_DISCOVERY_PORT = 5001
+DEFAULT_CHAT_PORT = chat.DEFAULT_PORT
+DEFAULT_DISCOVERY_PORT = discovery.DEFAULT_PORT
 COLOURS = ("black", "red", "green", "yellow", "blue", "magenta", "cyan", "white")
 DEFAULT_PALETTE = ("cyan", "green", "yellow", "magenta", "blue", "red")
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, ClassVar, Union
 from lanchat.protocol import rules
 from lanchat.protocol.errors import LocalProtocolError, RemoteProtocolError
 
+DEFAULT_PORT = 5000  # the TCP chat port
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 GREETING_MAGIC = "LANCHAT/"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from lanchat.protocol.chat import STATES
 from lanchat.protocol.errors import LocalProtocolError, RemoteProtocolError
 
+DEFAULT_PORT = 5001  # the UDP discovery port
 DISCOVERY_VERSION = 1
 LEGACY_PROBE = b"DISCOVER_SERVER"
 LEGACY_REPLY = b"SERVER_HERE"
