@@ -1,5 +1,8 @@
 """Property tests of every decoder in lanchat.protocol, and of the daemon's core fed bytes.
 
+Chat (ServerCodec, ClientCodec, LineReader, greetings), plain-text commands, discovery
+probes and announces, and control-socket requests and replies.
+
 For any bytes, cut at any points, a decoder returns events or raises a
 ``RemoteProtocolError`` (a typed error with a code), never another exception; what it
 returns does not depend on where the stream was cut; and what it keeps buffered stays
@@ -19,7 +22,7 @@ from typing import Any, Callable
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lanchat.protocol import chat, discovery, rules, text
+from lanchat.protocol import chat, control, discovery, rules, text
 from lanchat.protocol.errors import RemoteProtocolError
 from lanchatd import states
 from lanchatd.config import Config
@@ -409,6 +412,125 @@ def test_probe_encode_then_decode(nonce: str) -> None:
                  st.integers(1, 65535), st.sampled_from(chat.STATES), st.text(max_size=32)))
 def test_announce_encode_then_decode(announce: discovery.Announce) -> None:
     assert discovery.parse_announce(discovery.encode_announce(announce)) == announce
+
+
+# ---------------------------------------------------------------------- control socket
+
+CONTROL_FIELDS = ["id", "cmd", "versions", "client", "room", "name", "reason", "text",
+                  "state", "n", "follow", "ok", "result", "error", "entry", "end", "message",
+                  "code"]
+control_objects = st.builds(
+    lambda cmd, extra: {**extra, "cmd": cmd} if cmd is not None else extra,
+    st.sampled_from([*control.COMMANDS, "shutdown"]) | json_values,
+    st.dictionaries(st.sampled_from(CONTROL_FIELDS), json_values | st.integers(-1, 2**60),
+                    max_size=6),
+)
+control_lines = st.one_of(
+    st.binary(max_size=120),
+    _json_bytes(control_objects),
+    st.sampled_from([b'{"id":1,"cmd":"hello","versions":[1]}', b'{"id":2,"cmd":"status"}',
+                     b'{"id":3,"cmd":"hello","versions":[9]}', b'{"id":4}', b"{", b"[]"]),
+).map(lambda b: b.replace(b"\n", b""))
+pin_values = st.text(string.digits, min_size=1, max_size=chat.PIN_MAX_DIGITS)
+reasons = st.text(min_size=1, max_size=control.REASON_MAX_CHARS).filter(
+    lambda r: _checks(rules.check_text, r) and r == r.strip())
+requests = st.one_of(
+    st.builds(control.Hello, st.lists(st.integers(1, 999), min_size=1, max_size=16).map(tuple),
+              st.text(max_size=100)),
+    st.just(control.Status()), st.just(control.Rooms()), st.just(control.Reload()),
+    st.just(control.Cancel()),
+    st.builds(control.Users, st.none() | pin_values),
+    st.builds(control.SetState, st.sampled_from(control.STATES)),
+    st.builds(control.CloseRoom, pin_values, st.just("") | reasons),
+    st.builds(control.Kick, pin_values, names, st.just("") | reasons),
+    st.builds(control.Announce, message_texts, st.none() | pin_values),
+    st.builds(control.Log, st.none() | st.integers(0, 10**9), st.booleans()),
+)
+ids = st.integers(0, control.MAX_ID)
+json_no_nan = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | finite | anytext,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(anytext, inner, max_size=4),
+    max_leaves=10,
+)
+replies = st.one_of(
+    st.builds(control.Ok, st.none() | ids, st.dictionaries(anytext, json_no_nan, max_size=5)),
+    st.builds(control.Failure, st.none() | ids, st.sampled_from(list(control.Code)), anytext),
+    st.builds(control.StreamItem, st.none() | ids,
+              st.dictionaries(anytext, json_no_nan, max_size=5)),
+    st.builds(control.StreamEnd, st.none() | ids, anytext, anytext),
+)
+
+
+@st.composite
+def control_streams(draw: Any, hello: bool) -> bytes:
+    bodies = draw(st.lists(control_lines, max_size=10))
+    if hello:
+        bodies.insert(0, b'{"id":1,"cmd":"hello","versions":[1]}')
+    out = b"".join(body + draw(separators) for body in bodies)
+    if draw(st.booleans()):
+        out += draw(control_lines)
+    return out
+
+
+def _control_outcomes(codec: Any, chunks: list[bytes], limit: int) -> list[str]:
+    out: list[str] = []
+    for chunk in [*chunks, b""]:
+        codec.receive_data(chunk)
+        for _ in range(100_000):
+            try:
+                event = codec.next_event()
+            except control.ControlError as exc:
+                assert isinstance(exc.number, control.Code) and exc.message
+                out.append(f"error:{int(exc.number)}:{exc.request_id}")
+                continue
+            if event is None:
+                break
+            out.append(repr(event))
+        # A broken connection (after a fatal error) takes no more bytes; it is closed.
+        assert codec._reader.buffered < limit or getattr(codec, "broken", False)
+    return out
+
+
+@FUZZ
+@given(st.data(), st.booleans(), st.sampled_from([64, 512, control.MAX_REQUEST_BYTES]))
+def test_control_server_any_bytes_any_cuts(data: st.DataObject, hello: bool,
+                                           limit: int) -> None:
+    """Requests, numbered errors, and nothing more once a fatal error broke the line."""
+    stream = data.draw(control_streams(hello))
+    expected = _control_outcomes(control.ServerConnection(limit), [stream], limit)
+    cut = _control_outcomes(control.ServerConnection(limit), data.draw(cuts(stream)), limit)
+    assert cut == expected
+    fatal = {f"error:{int(code)}" for code in control.FATAL_CODES}
+    for i, item in enumerate(expected):
+        if item.rsplit(":", 1)[0] in fatal:
+            assert expected[i + 1:] == [], "the codec went on after a fatal error"
+
+
+@FUZZ
+@given(st.data())
+def test_control_client_any_bytes_any_cuts(data: st.DataObject) -> None:
+    stream = data.draw(control_streams(False))
+    limit = control.MAX_REPLY_BYTES
+    expected = _control_outcomes(control.ClientConnection(), [stream], limit)
+    assert _control_outcomes(control.ClientConnection(), data.draw(cuts(stream)),
+                             limit) == expected
+
+
+@FUZZ
+@given(ids, requests)
+def test_control_requests_encode_then_decode(request_id: int,
+                                             request: control.Request) -> None:
+    line = control.encode_request(request_id, request)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert control.parse_request(line[:-1]) == control.Incoming(request_id, request)
+
+
+@FUZZ
+@given(replies)
+def test_control_replies_encode_then_decode(reply: Any) -> None:
+    line = control.encode_reply(reply)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert control.parse_reply(line[:-1]) == reply
 
 
 # ---------------------------------------------------------------------- the daemon's core
