@@ -270,3 +270,35 @@ def test_clients_killed_with_sigkill(scenario: Scenario) -> None:
     again.close()
     watcher.close()
     scenario.alive()
+
+
+def test_a_client_disconnected_for_a_limit_is_told_why_first(scenario: Scenario) -> None:
+    """For every limit that ends a connection, the last line before the close says why."""
+    scenario.load = "one client per limit: handshake, keep-alive, errors, full; JSON and text"
+    daemon = scenario.start({"limits": {
+        "handshake_timeout": 1.0, "keepalive_interval": 0.5, "keepalive_timeout": 0.5,
+        "max_errors": 2, "max_connections_per_address": 5,
+    }})
+    with scenario.steady_client():  # from its own address: not one of the five
+        hello_only = Peer(daemon.tcp)
+        hello_only.hello()
+        pin_only = Peer(daemon.tcp)
+        pin_only.send(b"1234\n")
+        mute = Peer(daemon.tcp)
+        mute.join("4545", "mute")  # and never answers the keep-alive ping
+        rude = Peer(daemon.tcp)
+        rude.join_text("4546", "rude")
+        spare = Peer(daemon.tcp)  # the fifth connection from 127.0.0.1
+        refused = Peer(daemon.tcp)  # the sixth
+        rude.send(b"\xff\n\xfe\n\xfd\n")
+        expected = [(hello_only, "handshake_timeout"), (pin_only, "handshake_timeout"),
+                    (mute, "idle_timeout"), (rude, "too_many_errors")]
+        for peer, reason in expected:
+            lines = peer.lines_to_eof(timeout=10.0)
+            assert goodbye("\n".join(lines).encode()) == reason, (reason, lines[-3:])
+            peer.close()
+        assert refused.greeting is not None and refused.greeting.startswith("LANCHAT/1 full ")
+        assert refused.lines_to_eof(timeout=10.0) == []
+        refused.close()
+        spare.close()
+    scenario.alive()
