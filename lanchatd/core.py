@@ -535,6 +535,8 @@ class ChatCore:
             return False
         bucket = self.join_buckets.get(conn.host)
         if bucket is None:
+            if len(self.join_buckets) >= MAX_JOIN_SOURCES:
+                self._prune(now)
             bucket = self.join_buckets[conn.host] = Bucket(config.join_burst, now)
         if not bucket.take(config.join_rate, config.join_burst, now):
             self._refuse_join(
