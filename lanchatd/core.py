@@ -43,6 +43,8 @@ from lanchatd.config import Config
 from lanchatd.states import SERVER_STATE_RULES
 
 Address = tuple[Any, ...]
+#: Addresses whose join attempts are tracked at most; past it the oldest are forgotten.
+MAX_JOIN_SOURCES = 4096
 
 
 class ActivitySink(Protocol):
@@ -379,6 +381,11 @@ class ChatCore:
         for host in [h for h, b in self.join_buckets.items()
                      if b.full(config.join_rate, config.join_burst, now)]:
             del self.join_buckets[host]
+        if len(self.join_buckets) >= MAX_JOIN_SOURCES:
+            # Every tracked address is still limited: forget the oldest half.
+            oldest = sorted(self.join_buckets, key=lambda h: self.join_buckets[h].last)
+            for host in oldest[: len(oldest) // 2]:
+                del self.join_buckets[host]
 
     # ------------------------------------------------------------------ input
 
