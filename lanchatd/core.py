@@ -247,7 +247,14 @@ class ChatCore:
         self._set_conn_state(conn, states.CLOSED)
 
     def _schedule(self, conn: Conn, deadline: float, kind: str) -> None:
-        heapq.heappush(self._timers, (deadline, conn.cid, conn.gen, kind))
+        timers = self._timers
+        if len(timers) > 2 * len(self.conns) + 1024:
+            # Entries of gone connections wait for their deadline; under connection churn
+            # they would pile up for handshake_timeout, so drop them (amortized O(1)).
+            conns = self.conns
+            timers[:] = [t for t in timers if t[1] in conns and conns[t[1]].gen == t[2]]
+            heapq.heapify(timers)
+        heapq.heappush(timers, (deadline, conn.cid, conn.gen, kind))
 
     # ------------------------------------------------------------------ loop API
 
