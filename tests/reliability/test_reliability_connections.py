@@ -302,3 +302,45 @@ def test_a_client_disconnected_for_a_limit_is_told_why_first(scenario: Scenario)
         refused.close()
         spare.close()
     scenario.alive()
+
+
+@pytest.mark.slow
+def test_connection_churn_from_20000_addresses(scenario: Scenario) -> None:
+    """Each of 20,000 addresses connects, joins and leaves: what the daemon remembers
+    per address (join-rate buckets, pending timers) stays bounded, and the join-rate
+    limit still holds for one address afterwards."""
+    count = 20000
+    scenario.load = f"{count} loopback addresses each connect, join and leave"
+    daemon = scenario.start({"limits": {"max_errors": 100}})
+    sources = loopback_sources(count, second=30)
+    with scenario.steady_client():
+        batch: list[socket.socket] = []
+        started = time.monotonic()
+        for i, source in enumerate(sources):
+            assert time.monotonic() - started < 120, f"only {i} connections in 120 s"
+            sock = socket.create_connection(daemon.tcp, timeout=10,
+                                            source_address=(source, 0))
+            sock.sendall(b"%d\nchurn%d\n" % (1000 + i % 50, i))
+            batch.append(sock)
+            if len(batch) == 500:
+                for sock in batch:
+                    sock.close()
+                batch = []
+        for sock in batch:
+            sock.close()
+        wait_until(lambda: control_call(daemon, "status")["clients"] == 1, 20.0,
+                   "the churned connections to be gone")
+    scenario.check_memory(growth_mb=4)
+    # The limit on join attempts still applies to an address that keeps trying.
+    holder = Peer(daemon.tcp, source="127.0.0.2")
+    holder.join("9000", "taken")
+    guesser = Peer(daemon.tcp, source="127.0.0.3")
+    guesser.hello()
+    codes = []
+    for _ in range(11):
+        guesser.send_json({"type": "join", "pin": "9000", "name": "taken"})
+        codes.append(guesser.until(lambda e: e["type"] == "error")["code"])
+    assert codes == ["name_taken"] * 10 + ["join_rate_limited"], codes
+    holder.close()
+    guesser.close()
+    scenario.alive()
