@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import string
+from dataclasses import fields
 from typing import Any, Callable
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -293,6 +294,15 @@ def test_server_events_encode_then_decode_to_themselves(
 
 
 @FUZZ
+@given(st.builds(chat.Message, anytext, st.integers(0, 2**53), st.floats(), anytext, anytext,
+                 st.booleans(), st.booleans()))
+def test_the_fast_message_encoder_writes_what_the_generic_one_does(
+        message: chat.Message) -> None:
+    generic = (chat._dumps(message.to_dict()) + "\n").encode("utf-8", "backslashreplace")
+    assert chat.encode_json(message) == generic
+
+
+@FUZZ
 @given(json_objects)
 def test_any_json_object_is_a_request_or_a_typed_error(obj: dict[str, Any]) -> None:
     line = json.dumps(obj)
@@ -306,15 +316,30 @@ def test_any_json_object_is_a_request_or_a_typed_error(obj: dict[str, Any]) -> N
     assert chat.parse_client_message(chat.encode_json(event).decode()) == event
 
 
+WIRE_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+    "str | None": (str, type(None)), "tuple[str, ...]": (tuple,),
+}
+
+
 @FUZZ
-@given(json_objects)
-def test_any_json_object_is_a_server_event_or_a_typed_error(obj: dict[str, Any]) -> None:
+@given(json_objects, st.sampled_from(text.LANGUAGES))
+def test_any_json_object_is_a_server_event_or_a_typed_error(obj: dict[str, Any],
+                                                            lang: str) -> None:
+    """What a hostile server sends is a well-typed event or refused; and it can be shown."""
     try:
         event = chat.parse_server_message(json.dumps(obj))
     except RemoteProtocolError as exc:
         assert exc.code in ("bad_event", "bad_request", "bad_json"), exc
         return
     assert isinstance(event, chat.Event)
+    for f in fields(event):
+        want = WIRE_TYPES.get(str(f.type))
+        value = getattr(event, f.name)
+        if want is not None:
+            assert isinstance(value, want), (f.name, value)
+            assert bool in want or not isinstance(value, bool), (f.name, value)
+    text.format_event(event, lang)
 
 
 @FUZZ
