@@ -523,7 +523,8 @@ def control_call(daemon: Daemon, cmd: str, timeout: float = 10.0, **args: Any) -
 
 
 #: A client in its own process (run with ``python -c``): joins a room and floods it.
-#: argv: port, pin, name, mode ("text": lines "x"; "json": say requests), seconds.
+#: argv: port, pin, name, mode, seconds.  Modes: "text", lines "x" after joining in plain
+#: text; "json", say requests after joining; "ping", pings after hello, never joining.
 #: It reads everything the daemon sends, and prints: bytes sent, bytes received, and
 #: "open" or "closed" (whether the daemon was still talking to it at the end).
 FLOODER = r'''
@@ -538,6 +539,10 @@ if mode == "text":
     while not f.readline().startswith(b"* You are in room"):
         pass
     payload = b"x\n" * 4096
+elif mode == "ping":
+    s.sendall(b'{"type":"hello","versions":[1]}\n')
+    f.readline()
+    payload = b'{"type":"ping","token":"p"}\n' * 1024
 else:
     s.sendall(b'{"type":"hello","versions":[1]}\n' + json.dumps(
         {"type": "join", "pin": pin, "name": name}).encode() + b"\n")
