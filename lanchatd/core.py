@@ -211,9 +211,9 @@ class ChatCore:
                     fx.sends.append((targets, data))
 
     def _bye(self, fx: Effects, conn: Conn, reason: str, message: str, now: float,
-             *, leave_reason: str = "") -> None:
+             *, leave_reason: str = "", detail: str = "") -> None:
         """Tell ``conn`` why, then close it once that line is flushed."""
-        self._reply(fx, conn, chat.Bye(reason, message))
+        self._reply(fx, conn, chat.Bye(reason, message, detail))
         self._drop(fx, conn, now, leave_reason or reason)
         fx.closes.append(conn.cid)
 
@@ -677,7 +677,8 @@ class ChatCore:
         self.log.record(now, "room_closed", room=pin, reason=reason, actor=actor,
                         members=len(room.members))
         for conn in list(room.members.values()):
-            self._bye(fx, conn, "room_closed", message, now, leave_reason="room closed")
+            self._bye(fx, conn, "room_closed", message, now, leave_reason="room closed",
+                      detail=reason)
         return fx
 
     def kick(self, pin: str, name: str, reason: str, actor: str, now: float) -> Effects:
@@ -693,7 +694,7 @@ class ChatCore:
         message = ("You were removed from the room by the administrator"
                    + (f": {reason}" if reason else "."))
         self._bye(fx, conn, "kicked", message, now,
-                  leave_reason=f"kicked: {reason}" if reason else "kicked")
+                  leave_reason=f"kicked: {reason}" if reason else "kicked", detail=reason)
         return fx
 
     def announce(self, text_: str, room_pin: str | None, actor: str, now: float) -> Effects:

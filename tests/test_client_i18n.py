@@ -59,6 +59,21 @@ def test_norwegian_when_asked_english_otherwise(restore_language: None) -> None:
     assert i18n.setup({"LANG": "fr_FR.UTF-8"}) == "en"
 
 
+def test_a_kick_is_said_in_the_persons_language_with_the_administrators_words(
+        restore_language: None) -> None:
+    from lanchat.client import messages
+    from lanchat.client.session import Finished
+
+    kicked = Finished(False, "kicked", "You were removed from the room by the administrator: "
+                      "spam", (), "spam")
+    closed = Finished(False, "room_closed", "The room was closed by the administrator.", ())
+    assert i18n.setup({"LANG": "nb_NO.UTF-8"}) == "nb"
+    assert messages.finished(kicked) == "Administratoren fjernet deg fra rommet: spam"
+    assert messages.finished(closed) == "Administratoren stengte rommet."
+    assert i18n.setup({"LANG": "en_GB.UTF-8"}) == "en"
+    assert messages.finished(kicked) == "The administrator removed you from the room: spam"
+
+
 def _source_strings() -> dict[str | tuple[str, str], str]:
     """Every literal given to _, N_ or ngettext in the client, with where it is."""
     found: dict[str | tuple[str, str], str] = {}

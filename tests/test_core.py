@@ -503,7 +503,7 @@ def test_close_room_tells_members_why_and_removes_them() -> None:
     sim.apply(sim.core.close_room("1234", "lesson over", "admin:teacher", sim.now))
     assert sim.events(a)[-1] == {"type": "bye", "reason": "room_closed",
                                  "message": "The room was closed by the administrator: "
-                                 "lesson over"}
+                                 "lesson over", "detail": "lesson over"}
     assert sim.raw(t)[-1] == "! The room was closed by the administrator: lesson over"
     assert {a, t} <= sim.closed and other not in sim.closed
     assert sim.raw(other) == []
@@ -524,7 +524,8 @@ def test_kick_tells_the_member_why_and_the_room_sees_the_leave() -> None:
     sim.raw(b)
     sim.apply(sim.core.kick("1234", "bob", "spam", "admin:root", sim.now))
     assert sim.events(b) == [{"type": "bye", "reason": "kicked", "message":
-                              "You were removed from the room by the administrator: spam"}]
+                              "You were removed from the room by the administrator: spam",
+                              "detail": "spam"}]
     assert b in sim.closed
     (presence,) = sim.events(a)
     assert (presence["event"], presence["name"], presence["reason"]) == (

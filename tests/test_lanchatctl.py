@@ -324,7 +324,8 @@ def test_kick_removes_one_member(room: tuple[Daemon, JsonClient, JsonClient]) ->
     assert result["addr"].startswith("127.0.0.1:")
     bye = bob.recv_type("bye")
     assert bye == {"type": "bye", "reason": "kicked", "message":
-                   "You were removed from the room by the administrator: spam"}
+                   "You were removed from the room by the administrator: spam",
+                   "detail": "spam"}
     presence = alice.recv_type("presence")
     assert presence["name"] == "bob" and presence["event"] == "leave"
     nobody = ctl(daemon, "kick", "1234", "bob")

@@ -115,10 +115,17 @@ def finished(event: s.Finished) -> str:
         return _("Could not connect: {reason}").format(reason=event.message)
     if event.reason in chat.GREETING_STATUSES or event.reason in chat.STATES:
         return refused_status(event.reason, event.message)
+    # Said in the person's language; only the administrator's own words come from the
+    # server (a server too old to send them gets its whole sentence shown instead).
     if event.reason == "kicked":
-        return _("You were removed from the room: {message}").format(message=event.message)
+        if event.detail:
+            return _("The administrator removed you from the room: {reason}").format(
+                reason=event.detail)
+        return _("The administrator removed you from the room.")
     if event.reason == "room_closed":
-        return _("The room was closed: {message}").format(message=event.message)
+        if event.detail:
+            return _("The administrator closed the room: {reason}").format(reason=event.detail)
+        return _("The administrator closed the room.")
     if event.reason == "not_lanchat":
         return _("That is not a lanchat server: {message}").format(message=event.message)
     return event.message or event.reason

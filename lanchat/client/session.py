@@ -188,6 +188,7 @@ class Finished:
     reason: str
     message: str
     unsent: tuple[Outgoing, ...]
+    detail: str = ""  # the administrator's words, for a kick or a closed room
 
 
 @dataclass(frozen=True)
@@ -706,7 +707,7 @@ class Session:
         if was_quitting:
             return self._finish(True, "quit", "")
         if bye is not None and bye.reason in FINAL_BYE_REASONS:
-            return self._finish(False, bye.reason, bye.message)
+            return self._finish(False, bye.reason, bye.message, bye.detail)
         if refusal is not None and refusal[0] == "not_lanchat":
             return self._finish(False, refusal[0], refusal[1])
         if not self.ever_joined:
@@ -732,7 +733,8 @@ class Session:
         self.reconnect_at = now + delay
         return [Disconnected(reason, delay, len(self.queue), failed)]
 
-    def _finish(self, ok: bool, reason: str, message: str) -> list[UiEvent]:
+    def _finish(self, ok: bool, reason: str, message: str,
+                detail: str = "") -> list[UiEvent]:
         if self.inflight is not None:
             self.queue.appendleft(self.inflight)
             self.inflight = None
@@ -740,5 +742,5 @@ class Session:
         self.must_close = True
         self.reconnect_at = None
         self._phase_deadline = None
-        self.finished = Finished(ok, reason, message, tuple(self.queue))
+        self.finished = Finished(ok, reason, message, tuple(self.queue), detail)
         return [self.finished]

@@ -74,7 +74,8 @@ class Event:
         return out
 
 
-_OMIT_IF_FALSE = frozenset({"action", "history", "reason", "ref", "token", "client", "id"})
+_OMIT_IF_FALSE = frozenset({"action", "history", "reason", "ref", "token", "client", "id",
+                            "detail"})
 _WIRE_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
 
 
@@ -298,6 +299,7 @@ class Bye(Event):
     TYPE: ClassVar[str] = "bye"
     reason: str
     message: str
+    detail: str = ""  # the administrator's own words for a kick or a closed room
 
 
 @dataclass(frozen=True)
