@@ -51,7 +51,7 @@ def test_slowloris_2000_connections_that_never_send(scenario: Scenario) -> None:
     for data in received.values():
         assert data.startswith(b"LANCHAT/1 ready "), data[:80]
         assert goodbye(data) == "handshake_timeout", data[-200:]
-    scenario.check_memory(growth_mb=40)
+    scenario.check_memory(growth_mb=16)
     scenario.alive()
 
 
@@ -209,6 +209,7 @@ def test_half_closed_sockets_get_every_answer_before_the_close(scenario: Scenari
             heard.add(event["text"])
     assert heard == {f"hello from {i}" for i in range(60)}
     watcher.close()
+    scenario.check_memory(growth_mb=8)
     scenario.alive()
 
 
@@ -269,6 +270,7 @@ def test_clients_killed_with_sigkill(scenario: Scenario) -> None:
     assert again.join("4444", "doomed0")["members"] == ["doomed0", "watcher"]
     again.close()
     watcher.close()
+    scenario.check_memory(growth_mb=8)
     scenario.alive()
 
 
@@ -301,6 +303,7 @@ def test_a_client_disconnected_for_a_limit_is_told_why_first(scenario: Scenario)
         assert refused.lines_to_eof(timeout=10.0) == []
         refused.close()
         spare.close()
+    scenario.check_memory(growth_mb=8)
     scenario.alive()
 
 
