@@ -175,7 +175,7 @@ def test_plain_text_dialogue_pin_then_name_then_lines_are_messages() -> None:
     sim.line(cid, "//slash stays")
     assert re.fullmatch(CLOCK + " alice: /slash stays", sim.raw(cid)[0])
     sim.line(cid, "/frobnicate")
-    assert sim.raw(cid) == ["Unknown command /frobnicate. Type /help for commands."]
+    assert sim.raw(cid) == ["! Unknown command /frobnicate. Type /help for commands."]
     sim.line(cid, "/help")
     assert sim.raw(cid)[0].startswith("* Commands: /who")
     sim.line(cid, "/quit")

@@ -108,7 +108,7 @@ def test_prompts_and_refusals_a_person_reads() -> None:
     assert text.say("en", "standby") == (
         "The server is in standby and accepts no new clients. Try again later.")
     assert text.say("en", "unknown_command", command="/nope") == (
-        "Unknown command /nope. Type /help for commands.")
+        "! Unknown command /nope. Type /help for commands.")
     assert text.line("Enter your name:") == b"Enter your name:\n"
 
 
@@ -162,9 +162,9 @@ def test_an_unknown_command_is_named_not_sent(typed: str, command: str) -> None:
 
 
 @pytest.mark.parametrize(("typed", "code"), [
-    ("/msg", "invalid_name"),
-    ("/msg bob", "invalid_text"),
-    ("/msg bob    ", "invalid_text"),
+    ("/msg", "bad_request"),  # "Usage: /msg NAME TEXT"
+    ("/msg bob", "bad_request"),
+    ("/msg bob    ", "bad_request"),
     ("/me", "invalid_text"),
     ("/me \x1b[2J", "invalid_text"),
     ("/msg " + "x" * 33 + " hi", "invalid_name"),

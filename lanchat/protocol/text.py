@@ -18,6 +18,7 @@ import time
 from typing import Callable, Union
 
 from lanchat.protocol import chat, rules
+from lanchat.protocol.errors import LocalProtocolError
 
 STRINGS: dict[str, dict[str, str]] = {
     "en": {
@@ -39,7 +40,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "standby": "The server is in standby and accepts no new clients. Try again later.",
         "stopped": "The server is stopped and accepts no new clients. Try again later.",
         "full": "The server has too many connections. Try again later.",
-        "unknown_command": "Unknown command {command}. Type /help for commands.",
+        "unknown_command": "! Unknown command {command}. Type /help for commands.",
     },
     "nb": {
         "greeting": "Velkommen til {name} (lanchatd {version}). Skriv inn PIN for rommet:",
@@ -60,7 +61,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "standby": "Serveren er i standby og tar ikke imot nye klienter. Prøv igjen senere.",
         "stopped": "Serveren er stoppet og tar ikke imot nye klienter. Prøv igjen senere.",
         "full": "Serveren har for mange tilkoblinger. Prøv igjen senere.",
-        "unknown_command": "Ukjent kommando {command}. Skriv /help for kommandoer.",
+        "unknown_command": "! Ukjent kommando {command}. Skriv /help for kommandoer.",
     },
 }
 
@@ -152,5 +153,7 @@ def parse_text_command(text: str) -> TextCommand:
         return chat.Say(rest, action=True)
     if command == "/msg":
         to, _, body = rest.strip().partition(" ")
+        if not to or not body.strip():
+            raise LocalProtocolError("bad_request", "Usage: /msg NAME TEXT")
         return chat.PrivateSay(to, body)
     raise UnknownCommand(command[: rules.NAME_MAX_CHARS])
