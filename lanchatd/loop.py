@@ -254,6 +254,7 @@ class Loop:
         self.signals: list[int] = []
         self.running = True
         self.accept_paused_until = 0.0
+        self.accept_failing = False  # an accept outage was reported, not yet over
         self.extra_timers: list[tuple[float, int, Callable[[float], None]]] = []
         self._timer_seq = 0
         self.tcp: socket.socket | None = None
@@ -495,15 +496,23 @@ class Loop:
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors: stop accepting for a moment rather than spin.
-                    diag(f"cannot accept connections: {exc.strerror}; pausing 0.5 s")
-                    self.activity.record(now, "accept_paused", reason=str(exc.strerror))
+                    # Out of descriptors: stop accepting for a moment rather than spin,
+                    # and say so once per outage, not at every retry.
+                    if not self.accept_failing:
+                        self.accept_failing = True
+                        diag(f"cannot accept connections: {exc.strerror}; retrying every "
+                             "0.5 s, the connections wait in the kernel's queue")
+                        self.activity.record(now, "accept_paused", reason=str(exc.strerror))
                     self.selector.unregister(self.tcp)
                     self.accept_paused_until = now + 0.5
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue
                 raise
+            if self.accept_failing:
+                self.accept_failing = False
+                diag("accepting connections again")
+                self.activity.record(now, "accept_resumed")
             _tcp_tune(sock)
             cid = self.next_cid
             self.next_cid += 1
