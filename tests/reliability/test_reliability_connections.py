@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import socket
 import subprocess
@@ -346,4 +347,42 @@ def test_connection_churn_from_20000_addresses(scenario: Scenario) -> None:
     assert codes == ["name_taken"] * 10 + ["join_rate_limited"], codes
     holder.close()
     guesser.close()
+    scenario.alive()
+
+
+def test_out_of_file_descriptors(scenario: Scenario) -> None:
+    """The daemon runs out of descriptors (RLIMIT_NOFILE 64, 120 connections): it keeps
+    serving its members, says so once, and accepts the waiting connections as soon as
+    descriptors are free again."""
+    scenario.load = "daemon limited to 64 descriptors, 120 connections arrive, 100 leave"
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    daemon = scenario.start(preexec_fn=few_descriptors)
+    with scenario.steady_client():
+        socks = open_many(daemon.tcp, 120)
+        try:
+            wait_until(lambda: "cannot accept connections" in daemon.stderr(), 10.0,
+                       "the daemon to notice")
+            time.sleep(2.0)  # an outage of a few retries (the daemon retries every 0.5 s)
+            assert daemon.stderr().count("cannot accept connections:") == 1, daemon.stderr()
+            for sock in socks[:100]:
+                sock.close()
+            # The connections that waited in the kernel's queue are greeted now.
+            for sock in socks[100:]:
+                sock.setblocking(True)
+                sock.settimeout(10.0)
+                assert sock.recv(4096).startswith(b"LANCHAT/1 ready "), "never greeted"
+        finally:
+            for sock in socks:
+                sock.close()
+        newcomer = Peer(daemon.tcp)
+        newcomer.join("4747", "newcomer")
+        newcomer.close()
+    # Each outage (accepting the queue can run out again) is said once, and its end too.
+    stderr = daemon.stderr()
+    assert stderr.count("cannot accept connections:") == stderr.count(
+        "accepting connections again"), stderr
+    scenario.check_memory(growth_mb=8)
     scenario.alive()
