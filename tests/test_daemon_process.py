@@ -218,7 +218,7 @@ def test_sighup_reloads_text_language(daemon: Daemon) -> None:
                                     "Skriv /help for kommandoer.")
     assert member.read_until(lambda line: "kari" in line).endswith("* kari ble med")
     member.send_line("/nope")
-    assert member.read_line() == "Ukjent kommando /nope. Skriv /help for kommandoer."
+    assert member.read_line() == "! Ukjent kommando /nope. Skriv /help for kommandoer."
 
 
 def test_sighup_reloads_message_rate(daemon: Daemon) -> None:
