@@ -440,6 +440,7 @@ class ControlServer:
         self.dirty: set[ControlConnection] = set()
         self.followers: dict[ControlConnection, int] = {}
         self.to_drop: list[ControlConnection] = []
+        self.accept_failing = False  # out of descriptors, said once until it recovers
         self._inode: int | None = None  # of the socket file we made (None: systemd's)
         if inherited is not None:
             self.sock = inherited
@@ -472,14 +473,19 @@ class ControlServer:
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    diag(f"cannot accept control connections: {exc.strerror}; "
-                         f"pausing {ACCEPT_PAUSE:g} s")
+                    if not self.accept_failing:  # once per outage, not at every retry
+                        self.accept_failing = True
+                        diag(f"cannot accept control connections: {exc.strerror}; "
+                             f"retrying every {ACCEPT_PAUSE:g} s")
                     self.loop.selector.unregister(self.sock)
                     self.loop.add_timer(now + ACCEPT_PAUSE, self._resume_accept)
                     return
                 if exc.errno == errno.ECONNABORTED:
                     continue
                 raise
+            if self.accept_failing:
+                self.accept_failing = False
+                diag("accepting control connections again")
             sock.setblocking(False)
             if len(self.conns) >= MAX_CONNECTIONS:
                 with contextlib.suppress(OSError):

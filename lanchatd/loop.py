@@ -34,6 +34,7 @@ import errno
 import heapq
 import importlib
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -122,6 +123,32 @@ def sock_address(sock: socket.socket) -> str:
     if isinstance(addr, tuple):
         return format_address(addr)
     return str(addr)
+
+
+FD_MARGIN = 256  # descriptors beyond the chat connections: listeners, control, log files
+
+
+def raise_fd_limit(max_connections: int) -> None:
+    """Raise the soft open-files limit so ``max_connections`` clients fit, if allowed.
+
+    A daemon started from a shell inherits its soft limit, often 1,024; the hard limit
+    is usually far higher, and raising the soft one needs no privilege.
+    """
+    wanted = max_connections + FD_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft < wanted:
+        diag(f"max_connections is {max_connections}, but this process may open only "
+             f"{soft} files (ulimit -n); past about {max(0, soft - FD_MARGIN)} clients, "
+             "new connections wait until others close")
 
 
 def load_server_id(state_dir: str | None) -> str:
@@ -317,6 +344,7 @@ class Loop:
 
     def run(self) -> int:
         now = time.time()
+        raise_fd_limit(self.config.max_connections)
         self.open_sockets()
         self.install_signals()
         ready = self.readiness_line()
@@ -564,6 +592,8 @@ class Loop:
         old = self.config
         changed, ignored = reloadable_changes(old, new)
         config = old.replace(**{key: getattr(new, key) for key in changed})
+        if config.max_connections != old.max_connections:
+            raise_fd_limit(config.max_connections)
         self.config = config
         self.core.reconfigure(config)
         self.discovery.reconfigure(config)

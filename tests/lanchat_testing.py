@@ -52,7 +52,8 @@ class Daemon:
     """A running lanchatd.  Use as a context manager, or call start()/stop()."""
 
     def __init__(self, tmp: Path, config: str = "", args: list[str] | None = None,
-                 env: dict[str, str] | None = None, host: str = "127.0.0.1") -> None:
+                 env: dict[str, str] | None = None, host: str = "127.0.0.1",
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.config_path = self.tmp / "lanchatd.toml"
@@ -67,6 +68,7 @@ class Daemon:
             *(args or []),
         ]
         self.env = env_with_repo(env)
+        self.preexec_fn = preexec_fn
         self.proc: subprocess.Popen[str] | None = None
         self.ready_line = ""
         self.tcp: tuple[str, int] = ("", 0)
@@ -80,7 +82,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lanchatd", *self.args],
             stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=self.env,
-            cwd=str(self.tmp),
+            cwd=str(self.tmp), preexec_fn=self.preexec_fn,
         )
         self.ready_line = self._read_ready()
         fields = dict(part.split("=", 1) for part in self.ready_line.split()[2:])

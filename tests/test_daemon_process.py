@@ -349,3 +349,38 @@ def test_no_watchdog_pings_unless_asked(
     daemon.signal(signal.SIGTERM)
     next_datagram(manager, lambda a: bool(seen.append(a)) or a == ["STOPPING=1"])
     assert ["WATCHDOG=1"] not in seen
+
+
+# --------------------------------------------------------------------- open files
+
+
+def _open_files_limit(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no 'Max open files' line in /proc/PID/limits")
+
+
+def test_a_daemon_started_from_a_shell_raises_its_open_files_limit(
+        start_daemon: Callable[..., Daemon]) -> None:
+    """A shell's soft limit (often 1,024) is below max_connections; the hard one is not."""
+    import resource
+
+    daemon = start_daemon(
+        "[limits]\nmax_connections = 2000\n",
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 3000)))
+    assert _open_files_limit(daemon.pid) == (2000 + 256, 3000)
+    assert "max_connections" not in daemon.stderr()  # enough: nothing to warn about
+
+
+def test_a_hard_limit_below_max_connections_is_said_on_stderr(
+        start_daemon: Callable[..., Daemon]) -> None:
+    import resource
+
+    daemon = start_daemon(
+        "[limits]\nmax_connections = 5000\n",
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 1024)))
+    assert _open_files_limit(daemon.pid) == (1024, 1024)
+    assert ("max_connections is 5000, but this process may open only 1024 files"
+            in daemon.stderr())
