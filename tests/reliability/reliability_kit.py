@@ -18,8 +18,6 @@ import resource
 import selectors
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lanchat_testing import Daemon, DaemonError, _parse_addr
+from lanchat_testing import Daemon, DaemonError
 
 #: Worst round trip the steady client may see while the daemon is under attack.  Its
 #: messages normally come back within a few milliseconds; the margin is for a loaded CI
@@ -80,29 +78,6 @@ def memory(pid: int) -> Memory:
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0])
     return Memory(values["VmRSS"], values["VmHWM"])
-
-
-class HostileDaemon(Daemon):
-    """A Daemon whose process can be started with a ``preexec_fn`` (resource limits)."""
-
-    def __init__(self, tmp: Path, config: str = "",
-                 preexec_fn: Callable[[], None] | None = None, **kw: Any) -> None:
-        super().__init__(tmp, config=config, **kw)
-        self.preexec_fn = preexec_fn
-
-    def start(self) -> HostileDaemon:
-        self._stderr = open(self.stderr_path, "w")  # closed by stop() or kill()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lanchatd", *self.args],
-            stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=self.env,
-            cwd=str(self.tmp), preexec_fn=self.preexec_fn,
-        )
-        self.ready_line = self._read_ready()
-        fields = dict(part.split("=", 1) for part in self.ready_line.split()[2:])
-        self.tcp = _parse_addr(fields["tcp"])
-        self.udp = _parse_addr(fields["udp"])
-        self.control = fields.get("control")
-        return self
 
 
 # ---------------------------------------------------------------------- clients
@@ -404,7 +379,7 @@ class Scenario:
 
     def start(self, sections: dict[str, dict[str, Any]] | None = None, *,
               preexec_fn: Callable[[], None] | None = None, **kw: Any) -> Daemon:
-        daemon = HostileDaemon(self.tmp / f"d{len(self._daemons)}", config=toml(sections or {}),
+        daemon = Daemon(self.tmp / f"d{len(self._daemons)}", config=toml(sections or {}),
                                preexec_fn=preexec_fn, **kw)
         self._daemons.append(daemon)
         daemon.start()
