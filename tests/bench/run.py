@@ -34,7 +34,7 @@ Figures = dict[str, Any]
 # Sizes of the full suite (about 4 minutes on 2 CPUs) and of a smoke run (--quick).
 FULL = {
     "fanout_messages": 200000, "latency_seconds": 5.0, "idle_clients": 5000,
-    "small_rooms": 20, "small_room_messages": 4000, "clients": 10000,
+    "small_rooms": 20, "small_room_messages": 10000, "clients": 10000,
     "probes": 500, "starts": 10,
 }
 QUICK = {
