@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import queue
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,14 @@ from typing import Callable
 from machine import Machine, MachineError
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
 INSIDE = "/srv/systest/inside.py"
 PIN = "4321"
+# The link-local LAN between the test machine and the other machine (lan_client).
+LAN_SERVER = "169.254.88.1"
+LAN_CLIENT = "169.254.88.2"
+LAN_GATEWAY = "169.254.88.254"
+LAN_BROADCAST = "169.254.88.255"
 
 
 class CheckFailed(Exception):
@@ -59,6 +66,14 @@ def open_files_limit(limits: str) -> int:
     if match is None:
         raise CheckFailed("no open files limit in:\n" + limits)
     return int(match.group(1))
+
+
+def run_host(argv: list[str], env: dict[str, str] | None = None) -> str:
+    """A command on the host (outside the test machine); its stdout, or CheckFailed."""
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
+    if result.returncode != 0:
+        raise CheckFailed(f"{' '.join(argv)} exited {result.returncode}: {result.stderr}")
+    return result.stdout
 
 
 class Member:
@@ -199,6 +214,8 @@ class SystemTest:
             self.chat()
         with self.check("the lanchat client discovers the daemon and chats"):
             self.client_chats()
+        with self.check("a client on another machine of the LAN discovers and chats"):
+            self.lan_client()
         with self.check("systemctl reload keeps clients connected"):
             self.reload()
         with self.check("systemctl restart brings it back"):
@@ -330,6 +347,77 @@ class SystemTest:
             norwegian != english and "nettverk" in norwegian,
             f"LANGUAGE=nb lanchat --help is not in Norwegian:\n{norwegian[:400]}",
         )
+
+    def lan_client(self) -> None:
+        """The lanchat client on another machine of a link-local LAN, with its default
+        discovery (no --discovery-address, port 5001), finds the packaged daemon and chats.
+
+        The other machine is a network namespace of its own joined to the test machine's
+        by a veth pair; both ends are created inside those two namespaces, so the probes
+        (to 255.255.255.255 and to 169.254.88.255) never reach a host interface.
+        """
+        other = f"lanchat-systest-lan-{secrets.token_hex(3)}"
+        ip = ["ip", "netns", "exec", other]
+        run_host(["ip", "netns", "add", other])
+        try:
+            assert self.m.pid is not None
+            run_host(["ip", "link", "add", "lan0", "netns", other, "type", "veth", "peer",
+                      "name", "lan0", "netns", str(self.m.pid)])
+            self.sh(f"ip addr add {LAN_SERVER}/24 broadcast + dev lan0; ip link set lan0 up")
+            for command in (
+                f"ip link set lo up; ip addr add {LAN_CLIENT}/24 broadcast + dev lan0",
+                "ip link set lan0 up",
+                f"ip route add default via {LAN_GATEWAY} dev lan0",  # as a LAN machine has
+            ):
+                run_host([*ip, "sh", "-ec", command])
+            home = Path(tempfile.mkdtemp(prefix="lan-client.", dir=self.m.workdir))
+            env = {
+                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                "LC_ALL": "C.UTF-8",
+                "HOME": str(home),
+                "XDG_CONFIG_HOME": str(home / "config"),
+                "XDG_STATE_HOME": str(home / "state"),
+                "PYTHONPATH": str(REPO),
+            }
+            client = [*ip, sys.executable, "-m", "lanchat"]
+            targets = run_host(
+                [*ip, sys.executable, "-c",
+                 "from lanchat.client import discovery; print(discovery.default_targets())"],
+                env=env,
+            )
+            expect(
+                "'255.255.255.255'" in targets and f"'{LAN_BROADCAST}'" in targets,
+                f"the other machine's default discovery targets: {targets.strip()}",
+            )
+            found = subprocess.run([*client, "--discover"], capture_output=True, text=True,
+                                   env=env, timeout=30)
+            rows = [line.split("\t") for line in found.stdout.splitlines()]
+            expect(
+                found.returncode == 0 and [r[1:3] for r in rows] == [
+                    [f"{LAN_SERVER}:5000", "active"]],
+                f"lanchat --discover on the other machine exited {found.returncode}: "
+                f"{found.stdout}{found.stderr}",
+            )
+            alice = self.member("alice")
+            posted = subprocess.run(
+                [*client, "--plain", "--pin", PIN, "--name", "remote"],
+                input="hello across the LAN\n", capture_output=True, text=True, env=env,
+                timeout=60,
+            )
+            expect(
+                posted.returncode == 0,
+                f"lanchat on the other machine exited {posted.returncode}: "
+                f"{posted.stdout}{posted.stderr}",
+            )
+            alice.expect("remote: hello across the LAN")
+            log = self.m.run(["lanchatctl", "log", "-n", "20"], user="alice").stdout
+            expect(
+                LAN_CLIENT in log,
+                f"the activity log does not show the join from {LAN_CLIENT}:\n{log}",
+            )
+        finally:
+            # Deleting the other machine's namespace destroys the veth pair, both ends.
+            subprocess.run(["ip", "netns", "delete", other], timeout=10)
 
     def chat(self) -> None:
         alice = self.member("alice")
