@@ -5,7 +5,8 @@
 Boots a throwaway machine (machine.py), installs lanchat and lanchatd with dpkg -i,
 and checks what an administrator and the users would: the service is enabled and
 active under its own user; lanchatctl works for a member of group lanchat and is
-refused to anyone else; a client finds the daemon by (loopback) broadcast and chats;
+refused to anyone else; a client finds the daemon by (loopback) broadcast and chats,
+and so does one on another machine of a link-local LAN with its default discovery;
 a reload keeps clients connected; restart and the watchdog bring it back; stop is
 graceful; the network allow-list holds; socket activation hands over the sockets; and
 purge leaves nothing behind.  Every check prints "ok" or "FAIL" with the evidence;
