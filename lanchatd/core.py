@@ -313,7 +313,13 @@ class ChatCore:
                 self._drop(fx, conn, now, "closed by client")
                 fx.closes.append(cid)
                 break
-            if isinstance(event, chat.TextLine):
+            if type(event) is chat.Say and conn.state == states.JOINED:
+                # A room message, nearly every event: _on_request's steps for it, inline.
+                if conn.bucket.take(self.config.message_rate, self.config.message_burst, now):
+                    self._say(fx, conn, event, now)
+                else:
+                    self._rate_limited(fx, conn, "say", now)
+            elif isinstance(event, chat.TextLine):
                 self._on_text(fx, conn, event.text, now)
             else:
                 self._on_request(fx, conn, event, now)
@@ -603,8 +609,8 @@ class ChatCore:
                         "The server is stopped: your message was not delivered.", "say")
             return
         room.seq += 1
-        message = chat.Message(room.pin, room.seq, round(now, 3), conn.name, event.text,
-                               event.action)
+        message = chat.room_message(room.pin, room.seq, round(now, 3), conn.name, event.text,
+                                    event.action)
         if room.history.maxlen:
             room.history.append(message)
         self.counters["messages"] += 1

@@ -310,6 +310,28 @@ class Unknown(Event):
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+_new_object = object.__new__
+
+
+def _checked_say(text: str, action: bool) -> Say:
+    """``Say(text, action)`` for a text already through ``rules.check_text``: the frozen
+    dataclass's ``__init__`` and ``__post_init__`` were 1.1 us of a room message's 6.4."""
+    event = _new_object(Say)
+    event.__dict__.update(text=text, action=action)
+    return event
+
+
+def room_message(room: str, seq: int, ts: float, sender: str, text: str,
+                 action: bool = False) -> Message:
+    """The same event as ``Message(room, seq, ts, sender, text, action)``, built in a
+    third of the time (the daemon builds one per room message; ``Message`` checks
+    nothing, so nothing is skipped)."""
+    event = _new_object(Message)
+    event.__dict__.update(room=room, seq=seq, ts=ts, sender=sender, text=text,
+                          action=action, history=False)
+    return event
+
+
 ClientEvent = Union[Hello, Join, Say, PrivateSay, Who, Quit, Ping, Pong]
 ServerEvent = Union[
     Greeting, Welcome, Joined, Message, Private, Presence, Members, StateChanged,
@@ -376,10 +398,18 @@ def _versions(d: Mapping[str, Any]) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _parse_say(d: Mapping[str, Any]) -> Say:
+    text = d.get("text")
+    action = d.get("action", False)
+    if type(text) is str and type(action) is bool:  # the usual say: the same checks, fewer steps
+        return _checked_say(rules.check_text(text), action)  # its error is the peer's
+    return Say(_str(d, "text"), _bool(d, "action"))  # the wrong types, named by the checks
+
+
 _CLIENT_PARSERS: dict[str, Callable[[Mapping[str, Any]], ClientEvent]] = {
     "hello": lambda d: Hello(_versions(d), _str(d, "client", "")),
     "join": lambda d: Join(_str(d, "pin"), _str(d, "name")),
-    "say": lambda d: Say(_str(d, "text"), _bool(d, "action")),
+    "say": _parse_say,
     "msg": lambda d: PrivateSay(_str(d, "to"), _str(d, "text")),
     "who": lambda d: Who(),
     "quit": lambda d: Quit(),

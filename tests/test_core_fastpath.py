@@ -1,0 +1,221 @@
+"""The room-message fast path gives what the general path gives, byte for byte.
+
+A ``say`` from a joined member is parsed without the ``Say`` dataclass's own checks
+(``rules.check_text`` is called directly), dispatched without ``_on_request`` and becomes
+a ``Message`` built without its dataclass ``__init__``.  Here the same input is fed to two
+cores: one as the daemon runs, one whose ``say`` parser is the general one (``Say(...)``
+of a subclass, which the fast dispatch does not take).  Everything must match: the bytes
+each connection gets, closes, counters, the activity log, the history a newcomer sees.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lanchat.protocol import chat
+from lanchat.protocol.errors import LocalProtocolError, RemoteProtocolError
+from lanchatd.activity import ActivityLog
+from lanchatd.config import Config
+from lanchatd.core import ChatCore, Effects
+
+T0 = 1_700_000_000.0
+
+
+@dataclass(frozen=True)
+class GeneralSay(chat.Say):
+    """A ``Say`` made by the dataclass and its ``__post_init__`` checks."""
+
+    TYPE: ClassVar[str] = "say"
+
+
+def general_say(d: Mapping[str, Any]) -> chat.Say:
+    return GeneralSay(chat._str(d, "text"), chat._bool(d, "action"))
+
+
+@contextmanager
+def general_path() -> Iterator[None]:
+    fast = chat._CLIENT_PARSERS["say"]
+    chat._CLIENT_PARSERS["say"] = general_say
+    try:
+        yield
+    finally:
+        chat._CLIENT_PARSERS["say"] = fast
+
+
+class Side:
+    def __init__(self, general: bool, **settings: Any) -> None:
+        self.general = general
+        self.log = ActivityLog(path=None)
+        self.core = ChatCore(Config(name="lab", **settings), self.log, server_id="sid",
+                             now=T0)
+        self.out: list[tuple[tuple[int, ...], bytes]] = []
+        self.closes: list[int] = []
+
+    def call(self, method: str, *args: Any) -> None:
+        if self.general:
+            with general_path():
+                fx: Effects = getattr(self.core, method)(*args)
+        else:
+            fx = getattr(self.core, method)(*args)
+        self.out.extend((tuple(t), d) for t, d in fx.sends)
+        self.closes.extend(fx.closes)
+
+    def outcome(self) -> Any:
+        entries = [e for e in self.log.tail(10_000) if e["event"] != "start"]
+        return self.out, self.closes, dict(self.core.counters), entries
+
+
+def both(**settings: Any) -> tuple[Side, Side]:
+    return Side(False, **settings), Side(True, **settings)
+
+
+def lines(*objs: Any) -> bytes:
+    return b"".join((o if isinstance(o, str) else json.dumps(o)).encode() + b"\n"
+                    for o in objs)
+
+
+def setup(sides: tuple[Side, Side], now: float) -> None:
+    for side in sides:
+        for cid, name in ((1, "ann"), (2, "bob")):
+            side.call("connect", cid, ("10.0.0.1", 40000 + cid), now)
+            side.call("receive", cid, lines({"type": "hello", "versions": [1]},
+                                            {"type": "join", "pin": "1234", "name": name}),
+                      now)
+        side.call("connect", 3, ("10.0.0.1", 40003), now)  # a plain-text member
+        side.call("receive", 3, b"1234\ncid\n", now)
+
+
+SCRIPT = [
+    {"type": "say", "text": "hello"},
+    {"type": "say", "text": "waves", "action": True},
+    {"type": "say", "text": "  spaced  ", "extra": 1},
+    {"type": "say", "text": "e\u0301 needs NFC"},
+    {"type": "say", "text": "tab\tinside"},
+    {"type": "say", "text": ""},
+    {"type": "say", "text": "   "},
+    {"type": "say", "text": "x" * 2001},
+    {"type": "say", "text": "bell\x07"},
+    {"type": "say", "text": "bidi \u202e"},
+    {"type": "say", "text": 5},
+    {"type": "say"},
+    {"type": "say", "text": "hi", "action": "yes"},
+    {"type": "say", "text": None, "action": 1},
+    '{"type":"say","text":"lone \\ud800"}',
+    '{"type":"say","text":"broken',
+    {"type": "msg", "to": "bob", "text": "psst"},
+    {"type": "who"},
+]
+
+
+def test_each_kind_of_say_gives_the_same_replies_errors_log_and_history() -> None:
+    sides = both(history=50, max_errors=100)
+    setup(sides, T0)
+    for i, obj in enumerate(SCRIPT):
+        for side in sides:
+            side.call("receive", 1, lines(obj), T0 + i)
+    for side in sides:  # a newcomer gets the history, marked as such
+        side.call("connect", 4, ("10.0.0.1", 40004), T0 + 99)
+        side.call("receive", 4, lines({"type": "hello", "versions": [1]},
+                                      {"type": "join", "pin": "1234", "name": "dee"}), T0 + 99)
+    fast, general = sides
+    assert fast.outcome() == general.outcome()
+    history = [json.loads(line) for _t, d in fast.out if _t == (4,)
+               for line in d.decode().splitlines() if '"history":true' in line]
+    assert [h["text"] for h in history] == ["hello", "waves", "  spaced  ", "\u00e9 needs NFC",
+                                            "tab\tinside"]
+    assert fast.core.counters["messages"] == 5
+
+
+def test_rate_limits_and_the_stopped_state_are_the_same() -> None:
+    sides = both(message_rate=2.0, message_burst=3, max_errors=1000)
+    setup(sides, T0)
+    say = lines(*[{"type": "say", "text": f"m{i}"} for i in range(8)])
+    for side in sides:
+        side.call("receive", 1, say, T0 + 1)  # 3 go through, 5 are rate limited
+        side.call("receive", 1, say, T0 + 2.5)  # 3 tokens refilled
+        side.call("set_state", "stopped", "admin:root", T0 + 3)
+        side.call("receive", 1, say, T0 + 10)
+        side.call("set_state", "active", "admin:root", T0 + 11)
+        side.call("receive", 1, say, T0 + 12)
+    fast, general = sides
+    assert fast.outcome() == general.outcome()
+    errors = [line for _t, d in fast.out if _t == (1,) for line in d.decode().splitlines()
+              if '"rate_limited"' in line]
+    assert len(errors) == 20  # 5 of each 8: the bucket is taken before the state is checked
+    assert fast.core.counters["messages"] == 9
+
+
+def test_a_say_before_joining_is_the_same_bad_state_error() -> None:
+    sides = both()
+    for side in sides:
+        side.call("connect", 1, ("10.0.0.1", 40001), T0)
+        side.call("receive", 1, lines({"type": "hello", "versions": [1]},
+                                      {"type": "say", "text": "too early"}), T0)
+    fast, general = sides
+    assert fast.outcome() == general.outcome()
+    assert b'"code":"bad_state"' in fast.out[-1][1]
+
+
+say_objects = st.fixed_dictionaries(
+    {"type": st.just("say")},
+    optional={
+        "text": st.one_of(st.text(max_size=30), st.text(max_size=3).map(lambda t: t * 700),
+                          st.integers(), st.none(), st.booleans()),
+        "action": st.one_of(st.booleans(), st.integers(), st.text(max_size=2)),
+        "extra": st.integers(),
+    })
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(say_objects, st.floats(0, 2)), min_size=1, max_size=12))
+def test_any_say_sequence_gives_the_same_outcome(steps: list[tuple[dict[str, Any], float]]
+                                                 ) -> None:
+    sides = both(message_rate=3.0, message_burst=2, history=5, max_errors=4)
+    setup(sides, T0)
+    now = T0
+    for obj, dt in steps:
+        now += dt
+        for side in sides:
+            side.call("receive", 1, lines(obj), now)
+    fast, general = sides
+    assert fast.outcome() == general.outcome()
+
+
+@settings(max_examples=300, deadline=None)
+@given(say_objects)
+def test_the_say_parser_gives_the_general_event_or_error(obj: dict[str, Any]) -> None:
+    line = json.dumps(obj, ensure_ascii=False)
+
+    def parse() -> Any:
+        try:
+            event = chat.parse_client_message(line)
+        except RemoteProtocolError as exc:
+            return ("error", exc.code, exc.message)
+        return (chat.Say, event.text, event.action)
+
+    try:
+        want: Any = general_say(obj)
+        want = (chat.Say, want.text, want.action)
+    except LocalProtocolError as exc:
+        want = ("error", exc.code, exc.message)
+    assert parse() == want
+    event = chat.parse_client_message(line) if want[0] is chat.Say else None
+    if event is not None:
+        assert type(event) is chat.Say
+        assert event == chat.Say(*want[1:])
+        assert hash(event) == hash(chat.Say(*want[1:]))
+
+
+def test_a_room_message_is_the_dataclass_one() -> None:
+    fast = chat.room_message("1234", 7, 1.5, "ann", "hi", True)
+    assert fast == chat.Message("1234", 7, 1.5, "ann", "hi", True)
+    assert repr(fast) == repr(chat.Message("1234", 7, 1.5, "ann", "hi", True))
+    assert chat.encode_json(fast) == chat.encode_json(chat.Message("1234", 7, 1.5, "ann", "hi",
+                                                                   True))
