@@ -224,6 +224,9 @@ def test_without_a_default_route_the_directed_broadcast_still_finds_them(
     # With no default route the limited broadcast cannot leave this machine at all.
     assert alone.returncode == 1
     assert "Found no server on the LAN" in alone.stderr
+    # ...and the person is told why, once, though the probe was sent twice.
+    assert alone.stderr.count(
+        "Could not send the discovery probe: 255.255.255.255:5001: Network is unreachable") == 1
     result = lanchat(lan.bare_ns, ["--discover"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert [r[0] for r in rows(result.stdout)] == ["annex", "lab"]

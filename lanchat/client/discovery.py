@@ -230,8 +230,10 @@ def probe(targets: Sequence[tuple[str, int]], timeout: float, *,
                 try:
                     sock.sendto(payload, (address, port))
                 except OSError as exc:
-                    if errors is not None:
-                        errors.append(f"{address}:{port}: {exc.strerror or exc}")
+                    message = f"{address}:{port}: {exc.strerror or exc}"
+                    # The probe is sent twice; a target that fails is one error, not two.
+                    if errors is not None and message not in errors:
+                        errors.append(message)
 
         send_all()
         resent = False
