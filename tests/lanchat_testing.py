@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,7 +54,9 @@ class Daemon:
 
     def __init__(self, tmp: Path, config: str = "", args: list[str] | None = None,
                  env: dict[str, str] | None = None, host: str = "127.0.0.1",
-                 preexec_fn: Callable[[], None] | None = None) -> None:
+                 preexec_fn: Callable[[], None] | None = None,
+                 python_args: Sequence[str] = ()) -> None:
+        """``python_args`` go before ``-m lanchatd`` (e.g. ``-m cProfile -o FILE``)."""
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.config_path = self.tmp / "lanchatd.toml"
@@ -69,6 +72,7 @@ class Daemon:
         ]
         self.env = env_with_repo(env)
         self.preexec_fn = preexec_fn
+        self.python_args = list(python_args)
         self.proc: subprocess.Popen[str] | None = None
         self.ready_line = ""
         self.tcp: tuple[str, int] = ("", 0)
@@ -80,7 +84,7 @@ class Daemon:
     def start(self) -> Daemon:
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lanchatd", *self.args],
+            [sys.executable, *self.python_args, "-m", "lanchatd", *self.args],
             stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=self.env,
             cwd=str(self.tmp), preexec_fn=self.preexec_fn,
         )

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 from lanchat_testing import Daemon, _parse_addr, env_with_repo
 
@@ -105,29 +105,6 @@ class Relay:
         self._stderr.close()
 
 
-class _ProfiledDaemon(Daemon):
-    """The daemon run under cProfile, which writes its statistics when it stops."""
-
-    def __init__(self, tmp: Path, profile: str, **kw: Any) -> None:
-        super().__init__(tmp, **kw)
-        self.profile = profile
-
-    def start(self) -> Daemon:
-        self._stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cProfile", "-o", self.profile, "-m", "lanchatd",
-             *self.args],
-            stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=self.env,
-            cwd=str(self.tmp),
-        )
-        self.ready_line = self._read_ready()
-        fields = dict(part.split("=", 1) for part in self.ready_line.split()[2:])
-        self.tcp = _parse_addr(fields["tcp"])
-        self.udp = _parse_addr(fields["udp"])
-        self.control = fields.get("control")
-        return self
-
-
 class Lanchatd:
     """lanchatd with the benchmark configuration, through the tests' Daemon harness.
 
@@ -141,7 +118,8 @@ class Lanchatd:
                  env: dict[str, str] | None = None, profile: str | None = None
                  ) -> None:
         if profile:
-            self.daemon: Daemon = _ProfiledDaemon(Path(tmp), profile, config=config, env=env)
+            self.daemon: Daemon = Daemon(Path(tmp), config=config, env=env,
+                                         python_args=["-m", "cProfile", "-o", profile])
         else:
             self.daemon = Daemon(Path(tmp), config=config, env=env)
 
