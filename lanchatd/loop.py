@@ -10,13 +10,14 @@ Each registered descriptor carries its handler as the selector key's ``data``; a
 of the loop calls ``on_readable``/``on_writable`` of whatever is ready, then flushes
 the output produced during the pass, then runs timers.
 
-All sockets are non-blocking.  Reading is one ``recv`` per ready socket per pass, so
-a fast sender cannot starve the others.  Output is appended to a per-connection list
-during the pass and written at its end with one ``send`` per connection: a burst of
-room messages reaches each member in one system call.  Whatever the kernel does not
-take stays in that connection's buffer, and only then is the socket watched for
-writing.  A buffer past ``output_buffer_bytes`` means a reader that does not read: the
-core decides what happens (``ChatCore.overflow``).
+All sockets are non-blocking.  Reading is one ``recv`` per ready socket per pass, and
+the core is handed at most ``MAX_LINES_PER_PASS`` lines of it per pass (the rest waits,
+unread sockets stay in the kernel), so a fast sender cannot starve the others.  Output
+is appended to a per-connection list during the pass and written at its end with one
+``send`` per connection: a burst of room messages reaches each member in one system
+call.  Whatever the kernel does not take stays in that connection's buffer, and only
+then is the socket watched for writing.  A buffer past ``output_buffer_bytes`` means a
+reader that does not read: the core decides what happens (``ChatCore.overflow``).
 
 The loop decides nothing about chat: it hands bytes and events to the ``ChatCore`` and
 applies the ``Effects`` it returns.  Timers are heaps (the core's, and the loop's own
@@ -52,9 +53,13 @@ from lanchatd.discovery import DiscoveryResponder
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
-# One read per connection per pass, so this bounds the work one client can cause in a
-# pass: 64 KiB of "x\n" was 32,768 rate-limited lines (~0.2 s) before anyone else ran.
-RECV_SIZE = 8192
+# One read per connection per pass, as large as the relay's: 8 KiB reads made a
+# lone sender's 64-byte messages cost 51 sends (one per member) per 84 messages.
+RECV_SIZE = 65536
+# The work one client can cause in a pass is bounded in lines, not bytes: 64 KiB of
+# "x\n" was 32,768 rate-limited lines (~0.2 s) before anyone else ran.  The lines of a
+# read past this many wait for the next passes, and the socket is not read meanwhile.
+MAX_LINES_PER_PASS = 4096
 LINGER_SECONDS = 2.0  # how long a closing connection may take to drain and say goodbye
 SHUTDOWN_SECONDS = 1.5  # how long a shutdown waits for goodbyes to be flushed
 ACCEPT_BATCH = 256
@@ -189,7 +194,7 @@ class Handler:
 
 
 class ChatConnection(Handler):
-    __slots__ = ("cid", "closing", "linger_until", "loop", "outbuf", "pending",
+    __slots__ = ("backlog", "cid", "closing", "linger_until", "loop", "outbuf", "pending",
                  "pending_bytes", "sock", "watching_write", "wr_shut")
 
     def __init__(self, loop: Loop, cid: int, sock: socket.socket) -> None:
@@ -203,12 +208,15 @@ class ChatConnection(Handler):
         self.closing = False
         self.wr_shut = False
         self.linger_until = 0.0
+        self.backlog = b""  # received lines past MAX_LINES_PER_PASS, for the next pass
 
     @property
     def queued(self) -> int:
         return len(self.outbuf) + self.pending_bytes
 
     def on_readable(self, now: float) -> None:
+        if self.backlog:
+            return  # the rest of the last read comes first (Loop.run feeds it)
         try:
             data = self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -220,6 +228,16 @@ class ChatConnection(Handler):
             if not data:
                 self.loop.close_now(self)
             return  # a closing connection's input is read and dropped
+        self.feed(data, now)
+
+    def feed(self, data: bytes, now: float) -> None:
+        """Hand the core at most MAX_LINES_PER_PASS lines of ``data``; keep the rest."""
+        if data.count(b"\n") > MAX_LINES_PER_PASS:
+            cut = -1
+            for _ in range(MAX_LINES_PER_PASS):
+                cut = data.find(b"\n", cut + 1)
+            data, self.backlog = data[: cut + 1], data[cut + 1:]
+            self.loop.backlogged.append(self)
         self.loop.core_call(self.loop.core.receive, self.cid, data, now)
 
     def on_writable(self, now: float) -> None:
@@ -275,6 +293,7 @@ class Loop:
         self.discovery = DiscoveryResponder(config, self.server_id)
         self.conns: dict[int, ChatConnection] = {}
         self.dirty: set[ChatConnection] = set()
+        self.backlogged: list[ChatConnection] = []  # with lines left from a long read
         self.overflowed: list[int] = []
         self.next_cid = 1
         self.linger: list[tuple[float, int]] = []
@@ -362,6 +381,7 @@ class Loop:
                 timeout = max(0.0, min(timeout, next_watchdog - time.monotonic()))
             events = self.selector.select(timeout)
             now = time.time()
+            backlog, self.backlogged = self.backlogged, []  # from earlier passes only
             for key, mask in events:
                 handler: Handler = key.data
                 try:
@@ -371,6 +391,8 @@ class Loop:
                         handler.on_writable(now)
                 except Exception as exc:  # one client's fault stays with that client
                     self._contain(handler, exc, now)
+            if backlog:
+                self._feed_backlog(backlog, now)
             self._after_pass(now)
             if self.signals:
                 self._handle_signals(now)
@@ -393,7 +415,18 @@ class Loop:
                 next_watchdog = time.monotonic() + (watchdog or 1.0)
         return self._shutdown()
 
+    def _feed_backlog(self, todo: list[ChatConnection], now: float) -> None:
+        for conn in todo:
+            data, conn.backlog = conn.backlog, b""
+            if conn.cid in self.conns and not conn.closing:
+                try:
+                    conn.feed(data, now)
+                except Exception as exc:  # one client's fault stays with that client
+                    self._contain(conn, exc, now)
+
     def _timeout(self, now: float, next_retry: float) -> float:
+        if self.backlogged:
+            return 0.0
         timeout = next_retry - now
         deadline = self.core.next_deadline()
         if deadline is not None:
