@@ -1,11 +1,12 @@
 """The room-message fast path gives what the general path gives, byte for byte.
 
-A ``say`` from a joined member is parsed without the ``Say`` dataclass's own checks
-(``rules.check_text`` is called directly), dispatched without ``_on_request`` and becomes
-a ``Message`` built without its dataclass ``__init__``.  Here the same input is fed to two
-cores: one as the daemon runs, one whose ``say`` parser is the general one (``Say(...)``
-of a subclass, which the fast dispatch does not take).  Everything must match: the bytes
-each connection gets, closes, counters, the activity log, the history a newcomer sees.
+A ``say`` from a joined member is decoded by json's scanner directly, parsed without the
+``Say`` dataclass's own checks (``rules.check_text`` is called directly), dispatched
+without ``_on_request`` and becomes a ``Message`` built without its dataclass
+``__init__``.  Here the same input is fed to two cores: one as the daemon runs, one
+driven the general way (``json.loads``, ``Say(...)``, every event through
+``_on_request``, ``Message(...)``).  Everything must match: the bytes each connection
+gets, closes, counters, the activity log, the history a newcomer sees.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lanchat.protocol import chat
 from lanchat.protocol.errors import LocalProtocolError, RemoteProtocolError
+from lanchatd import states
 from lanchatd.activity import ActivityLog
 from lanchatd.config import Config
 from lanchatd.core import ChatCore, Effects
@@ -28,25 +29,52 @@ from lanchatd.core import ChatCore, Effects
 T0 = 1_700_000_000.0
 
 
-@dataclass(frozen=True)
-class GeneralSay(chat.Say):
-    """A ``Say`` made by the dataclass and its ``__post_init__`` checks."""
-
-    TYPE: ClassVar[str] = "say"
-
-
 def general_say(d: Mapping[str, Any]) -> chat.Say:
-    return GeneralSay(chat._str(d, "text"), chat._bool(d, "action"))
+    return chat.Say(chat._str(d, "text"), chat._bool(d, "action"))
+
+
+def no_scan(line: str, idx: int) -> Any:
+    raise StopIteration(idx)
 
 
 @contextmanager
 def general_path() -> Iterator[None]:
-    fast = chat._CLIENT_PARSERS["say"]
+    saved = chat._CLIENT_PARSERS["say"], chat.room_message, chat._scan_json
     chat._CLIENT_PARSERS["say"] = general_say
+    chat.room_message = chat.Message  # type: ignore[assignment]
+    chat._scan_json = no_scan
     try:
         yield
     finally:
-        chat._CLIENT_PARSERS["say"] = fast
+        chat._CLIENT_PARSERS["say"], chat.room_message, chat._scan_json = saved
+
+
+def general_receive(core: ChatCore, cid: int, data: bytes, now: float) -> Effects:
+    """``ChatCore.receive`` as it was: every request through ``_on_request``."""
+    fx = Effects()
+    conn = core.conns.get(cid)
+    if conn is None:
+        return fx
+    conn.last_seen = now
+    conn.ping_at = 0.0
+    conn.codec.receive_data(data)
+    while conn.state != states.CLOSED:
+        try:
+            event = conn.codec.next_event()
+        except RemoteProtocolError as exc:
+            core._on_bad_input(fx, conn, exc, now)
+            continue
+        if event is None:
+            break
+        if isinstance(event, chat.ConnectionClosed):
+            core._drop(fx, conn, now, "closed by client")
+            fx.closes.append(cid)
+            break
+        if isinstance(event, chat.TextLine):
+            core._on_text(fx, conn, event.text, now)
+        else:
+            core._on_request(fx, conn, event, now)
+    return fx
 
 
 class Side:
@@ -61,7 +89,10 @@ class Side:
     def call(self, method: str, *args: Any) -> None:
         if self.general:
             with general_path():
-                fx: Effects = getattr(self.core, method)(*args)
+                if method == "receive":
+                    fx: Effects = general_receive(self.core, *args)
+                else:
+                    fx = getattr(self.core, method)(*args)
         else:
             fx = getattr(self.core, method)(*args)
         self.out.extend((tuple(t), d) for t, d in fx.sends)
@@ -219,3 +250,73 @@ def test_a_room_message_is_the_dataclass_one() -> None:
     assert repr(fast) == repr(chat.Message("1234", 7, 1.5, "ann", "hi", True))
     assert chat.encode_json(fast) == chat.encode_json(chat.Message("1234", 7, 1.5, "ann", "hi",
                                                                    True))
+
+
+def test_a_long_read_is_handed_to_the_core_in_bounded_parts(tmp_path: Any) -> None:
+    """64 KiB reads, but at most MAX_LINES_PER_PASS lines of one read per pass: a read of
+    short lines is handed over in parts, in order, none lost."""
+    from lanchatd.loop import MAX_LINES_PER_PASS, ChatConnection, Loop
+
+    config = Config(log_file=str(tmp_path / "activity.log"), state_dir=str(tmp_path),
+                    control_socket=str(tmp_path / "control.sock"), message_rate=1e9,
+                    message_burst=10**9)
+    loop = Loop(config, lambda: config, environ={})
+    try:
+        for cid in (1, 2):
+            loop.conns[cid] = ChatConnection(loop, cid, None)  # type: ignore[arg-type]
+            loop.apply(loop.core.connect(cid, ("127.0.0.1", 40000 + cid), T0))
+            loop.apply(loop.core.receive(cid, lines(
+                {"type": "hello", "versions": [1]},
+                {"type": "join", "pin": "1234", "name": f"m{cid}"}), T0))
+        total = MAX_LINES_PER_PASS * 2 + 10
+        data = lines(*[{"type": "say", "text": str(i)} for i in range(total)])
+        sender = loop.conns[1]
+        sender.feed(data, T0)
+        passes = [loop.core.counters["messages"]]
+        while loop.backlogged:
+            todo, loop.backlogged = loop.backlogged, []
+            loop._feed_backlog(todo, T0)
+            passes.append(loop.core.counters["messages"])
+        assert passes == [MAX_LINES_PER_PASS, 2 * MAX_LINES_PER_PASS, total]
+        got = [json.loads(line)["text"] for line in
+               b"".join(loop.conns[2].pending).decode().splitlines()
+               if '"type":"message"' in line]
+        assert got == [str(i) for i in range(total)]
+    finally:
+        loop.activity.close()
+
+
+def general_load(line: str) -> Any:
+    """What the JSON step did before it called json.loads's scanner directly."""
+    try:
+        obj = json.loads(line)
+    except RecursionError:
+        return ("error", "bad_json", "The JSON is nested too deeply.")
+    except ValueError as exc:
+        return ("error", "bad_json", f"The line is not valid JSON ({exc}).")
+    if not isinstance(obj, dict):
+        return ("error", "bad_request", "Each JSON line must be an object.")
+    return obj
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=3),
+    max_leaves=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values, st.sampled_from(["", " ", "\t"]), st.sampled_from(["", " ", "x", "}", "{}"]),
+       st.integers(0, 3))
+def test_the_json_step_gives_the_general_object_or_error(value: Any, pad: str, tail: str,
+                                                           cut: int) -> None:
+    for line in (json.dumps(value), pad + json.dumps(value) + tail,
+                 json.dumps(value)[: -cut or None], '{"a":' * 3000, "\ufeff{}", "{} {}"):
+        try:
+            got: Any = chat._load_object(line)
+        except RemoteProtocolError as exc:
+            got = ("error", exc.code, exc.message)
+        assert got == general_load(line)
+        if isinstance(got, dict):
+            assert type(got) is dict
