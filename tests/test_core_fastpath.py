@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lanchat.protocol import chat
@@ -320,3 +320,120 @@ def test_the_json_step_gives_the_general_object_or_error(value: Any, pad: str, t
         assert got == general_load(line)
         if isinstance(got, dict):
             assert type(got) is dict
+
+
+# ---------------------------------------------------------------------- framing
+
+class GeneralLineReader:
+    """``chat.LineReader`` as it was: one line found, copied and cut at a time."""
+
+    def __init__(self, max_line: int = chat.DEFAULT_MAX_LINE) -> None:
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._scan = 0  # bytes of _buf already known to hold no newline
+        self._discarding = False
+        self._eof = False
+        self._closed_reported = False
+
+    def receive_data(self, data: bytes) -> None:
+        if self._eof:
+            if data:
+                raise LocalProtocolError("closed", "Data received after end of file.")
+            return
+        if not data:
+            self._eof = True
+            return
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def next_line(self) -> bytes | None:
+        """The next complete line without its line ending, or None if none is complete.
+
+        At end of file a last unterminated line is returned as if it had a newline;
+        then ``at_eof`` becomes true.
+        """
+        buf = self._buf
+        while True:
+            nl = buf.find(b"\n", self._scan)
+            if nl < 0:
+                if self._discarding:
+                    buf.clear()
+                    self._scan = 0
+                    if self._eof:
+                        self._discarding = False
+                    return None
+                if len(buf) >= self.max_line:
+                    buf.clear()
+                    self._scan = 0
+                    self._discarding = not self._eof
+                    raise RemoteProtocolError(
+                        "line_too_long", f"A line may be at most {self.max_line} bytes."
+                    )
+                self._scan = len(buf)
+                if self._eof and buf:
+                    line = bytes(buf)
+                    buf.clear()
+                    self._scan = 0
+                    return line.rstrip(b"\r")
+                return None
+            self._scan = 0
+            if self._discarding:
+                del buf[: nl + 1]
+                self._discarding = False
+                continue
+            if nl + 1 > self.max_line:
+                del buf[: nl + 1]
+                raise RemoteProtocolError(
+                    "line_too_long", f"A line may be at most {self.max_line} bytes."
+                )
+            line = bytes(buf[:nl])
+            del buf[: nl + 1]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            return line
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and not self._buf
+
+
+
+pieces = st.sampled_from([b"a", b"say", b"\n", b"\r", b"\r\n", b"x" * 7, b"y" * 40, b"\xff",
+                          b"{}", b""])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(pieces, max_size=60), st.lists(st.integers(0, 400), max_size=8),
+       st.integers(2, 60), st.booleans())
+@example([b"say", b"\n", b"a", b"\n"], [], 3, False)  # a line of exactly max_line bytes
+@example([b"a", b"\r", b"\n", b"y" * 40, b"\r\n", b"a"], [], 3, False)
+def test_the_line_reader_gives_the_general_lines_and_errors(
+        parts: list[bytes], cuts: list[int], max_line: int, shrink: bool) -> None:
+    stream = b"".join(parts)
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+
+    def run(reader: Any) -> list[Any]:
+        out: list[Any] = []
+        for i, chunk in enumerate([*chunks, b""]):
+            reader.receive_data(chunk)
+            if shrink and i == 1:
+                reader.max_line = max(2, max_line // 2)  # a reload may lower the limit
+            for _ in range(10_000):
+                try:
+                    line = reader.next_line()
+                except RemoteProtocolError as exc:
+                    out.append(exc.code)
+                    continue
+                if line is None:
+                    break
+                out.append(line)
+            out.append(("eof", reader.at_eof))
+        return out
+
+    assert run(chat.LineReader(max_line)) == run(GeneralLineReader(max_line))
+    chunks = [stream]
+    assert run(chat.LineReader(max_line)) == run(GeneralLineReader(max_line))
