@@ -502,11 +502,12 @@ class Loop:
         while i < n:
             targets, data = sends[i]
             i += 1
-            if i < n and sends[i][0] == targets:
-                # A run of sends to the same connections (the room messages of one read):
-                # join their bytes once and append them once per member, not per message.
+            if i < n and (sends[i][0] is targets or sends[i][0] == targets):
+                # A run of sends to the same connections (the room messages of one read,
+                # the very same tuple): join their bytes once and append them once per
+                # member, not per message.
                 run = [data]
-                while i < n and sends[i][0] == targets:
+                while i < n and (sends[i][0] is targets or sends[i][0] == targets):
                     run.append(sends[i][1])
                     i += 1
                 data = b"".join(run)

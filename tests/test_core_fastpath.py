@@ -437,3 +437,37 @@ def test_the_line_reader_gives_the_general_lines_and_errors(
     assert run(chat.LineReader(max_line)) == run(GeneralLineReader(max_line))
     chunks = [stream]
     assert run(chat.LineReader(max_line)) == run(GeneralLineReader(max_line))
+
+
+def test_a_room_message_reaches_exactly_the_members_of_the_moment() -> None:
+    """The room's tuples of member cids are kept between messages: they must follow
+    every join and leave, in both modes."""
+    fast = Side(False)
+    now = T0
+
+    def join(cid: int, text: bool) -> None:
+        fast.call("connect", cid, ("10.0.0.1", 40000 + cid), now)
+        if text:
+            fast.call("receive", cid, f"1234\nm{cid}\n".encode(), now)
+        else:
+            fast.call("receive", cid, lines({"type": "hello", "versions": [1]},
+                                            {"type": "join", "pin": "1234", "name": f"m{cid}"}),
+                      now)
+
+    def reached(text: str) -> set[int]:
+        fast.out.clear()
+        fast.call("receive", 1, lines({"type": "say", "text": text}), now)
+        return {cid for targets, data in fast.out for cid in targets
+                if text.encode() in data}
+
+    join(1, False)
+    join(2, False)
+    join(3, True)
+    assert reached("one") == {1, 2, 3}
+    fast.call("receive", 2, lines({"type": "quit"}), now)
+    assert reached("two") == {1, 3}
+    fast.call("disconnected", 3, now, "reset")
+    assert reached("three") == {1}
+    join(4, True)
+    join(5, False)
+    assert reached("four") == {1, 4, 5}
