@@ -22,8 +22,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import platformdirs
-
 APP_NAME = "lanchat"
 SOCKET_NAME = "control.sock"
 SYSTEM_CONTROL_SOCKET = "/run/lanchatd/control.sock"
@@ -32,30 +30,44 @@ DAEMON_CONFIG = "/etc/lanchat/lanchatd.toml"
 DAEMON_CONFIG_NAME = "lanchatd.toml"
 
 
-def _first_path(environ: Mapping[str, str], variable: str) -> str | None:
+def first_path(environ: Mapping[str, str], variable: str) -> str | None:
     first = environ.get(variable, "").split(":")[0]
     return first or None
 
 
-def user_control_socket() -> str:
-    """control.sock in the user's runtime directory (a daemon started by hand)."""
+def user_dir(kind: str) -> str:
+    """The user's ``log``, ``state`` or ``runtime`` directory for lanchat (platformdirs).
+
+    platformdirs is imported here, not at the top: it costs a fifth of the daemon's
+    start-up, and under systemd (or with every path configured) it is never needed.
+    """
+    import platformdirs
+
     with warnings.catch_warnings():
         # platformdirs warns when $XDG_RUNTIME_DIR is unset and it falls back to /tmp.
         warnings.simplefilter("ignore")
-        runtime = platformdirs.user_runtime_dir(APP_NAME)
-    return os.path.join(runtime, SOCKET_NAME)
+        if kind == "log":
+            return platformdirs.user_log_dir(APP_NAME)
+        if kind == "state":
+            return platformdirs.user_state_dir(APP_NAME)
+        return platformdirs.user_runtime_dir(APP_NAME)
+
+
+def user_control_socket() -> str:
+    """control.sock in the user's runtime directory (a daemon started by hand)."""
+    return os.path.join(user_dir("runtime"), SOCKET_NAME)
 
 
 def daemon_control_socket(environ: Mapping[str, str] = os.environ) -> str:
     """The path lanchatd listens on when its configuration names none."""
-    runtime = _first_path(environ, "RUNTIME_DIRECTORY")
+    runtime = first_path(environ, "RUNTIME_DIRECTORY")
     if runtime is not None:
         return os.path.join(runtime, SOCKET_NAME)
     return user_control_socket()
 
 
 def daemon_config_path(environ: Mapping[str, str] = os.environ) -> str:
-    directory = _first_path(environ, "CONFIGURATION_DIRECTORY")
+    directory = first_path(environ, "CONFIGURATION_DIRECTORY")
     return os.path.join(directory, DAEMON_CONFIG_NAME) if directory else DAEMON_CONFIG
 
 
@@ -106,7 +118,7 @@ def find_control_socket(explicit: str | None = None,
     configured = configured_control_socket(config)
     if configured is not None:
         return SocketChoice(configured, config)
-    runtime = _first_path(environ, "RUNTIME_DIRECTORY")
+    runtime = first_path(environ, "RUNTIME_DIRECTORY")
     if runtime is not None:
         return SocketChoice(os.path.join(runtime, SOCKET_NAME), "$RUNTIME_DIRECTORY")
     candidates = tuple(dict.fromkeys((user_control_socket(), SYSTEM_CONTROL_SOCKET)))

@@ -21,8 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import platformdirs
-
 from lanchat import paths
 from lanchat.protocol import chat, discovery
 from lanchatd.states import SERVER_STATES
@@ -157,9 +155,8 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as _toml
 
-DEFAULT_CONFIG_PATH = "/etc/lanchat/lanchatd.toml"
-CONFIG_FILE_NAME = "lanchatd.toml"
-APP_NAME = "lanchat"
+DEFAULT_CONFIG_PATH = paths.DAEMON_CONFIG
+CONFIG_FILE_NAME = paths.DAEMON_CONFIG_NAME
 STATES: tuple[str, ...] = SERVER_STATES
 TEXT_LANGUAGES: tuple[str, ...] = ("en", "nb")
 PIN_LENGTH_LIMIT = 64
@@ -198,10 +195,7 @@ class ConfigError(Exception):
 
 def default_config_path(environ: Mapping[str, str] = os.environ) -> str:
     """$CONFIGURATION_DIRECTORY/lanchatd.toml under systemd, else /etc/lanchat/lanchatd.toml."""
-    directory = _first_path(environ, "CONFIGURATION_DIRECTORY")
-    if directory is not None:
-        return os.path.join(directory, CONFIG_FILE_NAME)
-    return DEFAULT_CONFIG_PATH
+    return paths.daemon_config_path(environ)
 
 
 def load_config(
@@ -262,13 +256,11 @@ def resolve_paths(config: Config, environ: Mapping[str, str] = os.environ) -> Co
     """
     changes: dict[str, str] = {}
     if config.log_file is None:
-        logs = _first_path(environ, "LOGS_DIRECTORY")
-        if logs is None:
-            logs = platformdirs.user_log_dir(APP_NAME)
+        logs = paths.first_path(environ, "LOGS_DIRECTORY") or paths.user_dir("log")
         changes["log_file"] = os.path.join(logs, "activity.log")
     if config.state_dir is None:
-        state = _first_path(environ, "STATE_DIRECTORY")
-        changes["state_dir"] = state if state is not None else platformdirs.user_state_dir(APP_NAME)
+        changes["state_dir"] = (paths.first_path(environ, "STATE_DIRECTORY")
+                                or paths.user_dir("state"))
     if config.control_socket is None:
         # One rule for the daemon and lanchatctl, which must find the same socket.
         changes["control_socket"] = paths.daemon_control_socket(environ)
@@ -286,12 +278,6 @@ def reloadable_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
 
 
 # --- reading and parsing ------------------------------------------------------------
-
-
-def _first_path(environ: Mapping[str, str], variable: str) -> str | None:
-    value = environ.get(variable, "")
-    first = value.split(":")[0]
-    return first or None
 
 
 def _read_text(path: str, explicit_path: bool) -> str | None:
