@@ -123,7 +123,7 @@ def test_file_lines_are_compact_utf8_json_equal_to_the_entries(tmp_path: Path) -
         log = ActivityLog(path=str(path))
         entries = [
             log.record(1.0, "start"),
-            log.record(2.0, "join", room="1234", name="Åse", peer="192.168.1.7"),
+            log.record(2.0, "join", room="1234", name="Åse", peer="192.0.2.7"),
             # U+2028 would split the line for str.splitlines() readers if left raw.
             log.record(3.0, "join", room="1234", name="x\u2028y\u0085z"),
             log.record(4.0, "admin", action="kick", by="root", target="bob",
@@ -146,9 +146,9 @@ def test_values_that_are_not_json_are_kept_as_text_and_lone_surrogates_escaped(
         tmp_path: Path) -> None:
     path = tmp_path / "activity.log"
     log = ActivityLog(path=str(path))
-    entry = log.record(1.0, "connect", peer=ipaddress.ip_address("10.0.0.7"))
+    entry = log.record(1.0, "connect", peer=ipaddress.ip_address("198.51.100.7"))
     odd = log.record(2.0, "protocol_error", name="bad\udcffbytes")
-    assert entry["peer"] == "10.0.0.7"
+    assert entry["peer"] == "198.51.100.7"
     assert log.tail()[0]["peer"] == "10.0.0.7"
     assert read_lines(path) == [entry, odd]
     assert read_lines(path)[1]["name"] == "bad\udcffbytes"
