@@ -40,7 +40,7 @@ def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 
 def test_server_addresses() -> None:
-    assert parse_server("10.0.0.5", 5000) == ("10.0.0.5", 5000)
+    assert parse_server("192.0.2.5", 5000) == ("192.0.2.5", 5000)
     assert parse_server("lab-pc:6000", 5000) == ("lab-pc", 6000)
     assert parse_server("[fe80::1]:6000", 5000) == ("fe80::1", 6000)
     assert parse_server("::1", 5000) == ("::1", 5000)
@@ -51,8 +51,8 @@ def test_server_addresses() -> None:
 
 def test_where_to_connect() -> None:
     assert options("--server", "lab:6000").server == ("lab", 6000)
-    assert options("--host", "10.0.0.5").server == ("10.0.0.5", 5000)
-    assert options("--host", "10.0.0.5", "--port", "6000").server == ("10.0.0.5", 6000)
+    assert options("--host", "192.0.2.5").server == ("192.0.2.5", 5000)
+    assert options("--host", "192.0.2.5", "--port", "6000").server == ("192.0.2.5", 6000)
     assert options("--host", "::1", "--port", "6000").server == ("::1", 6000)
     assert options().server is None
     found = options("--discovery-address", "127.255.255.255", "--discovery-port", "7001",
