@@ -1,7 +1,8 @@
 """Property tests of every decoder in lanchat.protocol, and of the daemon's core fed bytes.
 
-Chat (ServerCodec, ClientCodec, LineReader, greetings), plain-text commands, discovery
-probes and announces, and control-socket requests and replies.
+Chat (ServerCodec, ClientCodec, LineReader, greetings), plain-text commands, the Telnet
+filter of plain-text mode, discovery probes and announces, and control-socket requests
+and replies.
 
 For any bytes, cut at any points, a decoder returns events or raises a
 ``RemoteProtocolError`` (a typed error with a code), never another exception; what it
@@ -23,11 +24,13 @@ from typing import Any, Callable
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lanchat.protocol import chat, control, discovery, rules, text
+from lanchat import i18n
+from lanchat.protocol import chat, control, discovery, rules, telnet, text
 from lanchat.protocol.errors import RemoteProtocolError
 from lanchatd import states
 from lanchatd.config import Config
 from lanchatd.core import ChatCore
+from lanchatd.transport import LineTransport
 
 # The default suite runs a quick pass; LANCHAT_FUZZ_EXAMPLES=5000 runs a long one.
 EXAMPLES = int(os.environ.get("LANCHAT_FUZZ_EXAMPLES", "100"))
@@ -134,10 +137,12 @@ line_bodies = st.one_of(
     st.text(max_size=80).map(lambda s: s.encode("utf-8", "surrogatepass")),
     st.sampled_from([b"/who", b"/quit", b"/help", b"/me waves", b"/msg bob hi", b"//x",
                      b"/msg", b"/me", b"/nope", b"1234", b"DISCOVER_SERVER", b"\xff\xfe",
-                     b"LANCHAT/1 ready hi", b"LANCHAT/x", b"\xc3", b"\r"]),
+                     b"LANCHAT/1 ready hi", b"LANCHAT/x", b"\xc3", b"\r", b"/lang",
+                     b"/lang nb"]),
 ).map(lambda b: b.replace(b"\n", b""))
 
-separators = st.sampled_from([b"\n", b"\r\n", b"\r\r\n", b"\n\n"])
+# Every line end a client may send (issue 19: CR NUL and a lone CR from telnet too).
+separators = st.sampled_from([b"\n", b"\r\n", b"\r\r\n", b"\n\n", b"\r\0", b"\r"])
 
 
 @st.composite
@@ -222,6 +227,33 @@ def test_line_reader_gives_the_same_lines_however_the_stream_is_cut(
     for item in expected:
         if isinstance(item, bytes):
             assert b"\n" not in item and len(item) < max_line
+
+
+@FUZZ
+@given(st.data(), st.integers(2, 300), st.booleans())
+def test_line_reader_gives_in_bulk_what_it_gives_line_by_line(
+        data: st.DataObject, max_line: int, any_line_end: bool) -> None:
+    # next_lines hands over lines already split off in bulk (docs/performance.md): the
+    # same lines, in the same order, with line_too_long where next_line raises it.
+    chunks = data.draw(cuts(data.draw(streams())))
+    limits = data.draw(st.lists(st.integers(1, 5), min_size=1, max_size=5))
+    one = chat.LineReader(max_line, any_line_end=any_line_end)
+    bulk = chat.LineReader(max_line, any_line_end=any_line_end)
+    expected: list[Any] = []
+    got: list[Any] = []
+    for i, chunk in enumerate([*chunks, b""]):
+        one.receive_data(chunk)
+        expected += drain(one.next_line)
+        bulk.receive_data(chunk)
+        while True:
+            lines = bulk.next_lines(limits[i % len(limits)])
+            assert len(lines) <= limits[i % len(limits)]
+            got += ["error:line_too_long" if line is chat.LINE_TOO_LONG else repr(line)
+                    for line in lines]
+            if not lines:
+                break
+        assert got == expected
+    assert one.at_eof and bulk.at_eof
 
 
 def test_line_reader_skips_a_ten_megabyte_line_without_keeping_it() -> None:
@@ -323,7 +355,7 @@ WIRE_TYPES: dict[str, tuple[type, ...]] = {
 
 
 @FUZZ
-@given(json_objects, st.sampled_from(text.LANGUAGES))
+@given(json_objects, st.sampled_from(i18n.LANGUAGES))
 def test_any_json_object_is_a_server_event_or_a_typed_error(obj: dict[str, Any],
                                                             lang: str) -> None:
     """What a hostile server sends is a well-typed event or refused; and it can be shown."""
@@ -339,7 +371,7 @@ def test_any_json_object_is_a_server_event_or_a_typed_error(obj: dict[str, Any],
         if want is not None:
             assert isinstance(value, want), (f.name, value)
             assert bool in want or not isinstance(value, bool), (f.name, value)
-    text.format_event(event, lang)
+    text.format_event(event, i18n.gettext_for(lang))
 
 
 @FUZZ
@@ -368,7 +400,8 @@ def test_any_typed_line_is_a_command_or_a_clear_refusal(line: str) -> None:
     except chat.LocalProtocolError as exc:  # the event refused its own values
         assert exc.code in ("invalid_text", "invalid_name", "bad_request"), exc
         return
-    assert isinstance(command, (chat.Say, chat.PrivateSay, chat.Who, chat.Quit, text.Help))
+    assert isinstance(command, (chat.Say, chat.PrivateSay, chat.Who, chat.Quit, text.Help,
+                                text.Lang))
 
 
 @FUZZ
@@ -388,10 +421,10 @@ def test_text_commands_round_trip(body: str, name: str, form: str) -> None:
 
 
 @FUZZ
-@given(server_events, st.sampled_from(text.LANGUAGES))
+@given(server_events, st.sampled_from(i18n.LANGUAGES))
 def test_every_server_event_formats_without_raising(event: chat.Event, lang: str) -> None:
     """A client shows whatever a server sends, even a timestamp out of range."""
-    data = text.format_event(event, lang)
+    data = text.format_event(event, i18n.gettext_for(lang))
     if data is not None:
         assert data.endswith(b"\n")
         data.decode("utf-8")
@@ -561,18 +594,23 @@ def test_control_replies_encode_then_decode(reply: Any) -> None:
 # ---------------------------------------------------------------------- the daemon's core
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.entries: list[dict[str, Any]] = []
+class _Owner:
+    """The transport's owner, for a harness that writes nothing back: a Telnet
+    command's answer (want_write) is not needed to drive the core."""
 
-    def record(self, now: float, event: str, **fields: Any) -> None:
-        json.dumps(fields, default=str)
-        self.entries.append({"event": event, **fields})
+    def want_write(self) -> None:
+        pass
+
+    def close(self, reason: str) -> None:
+        raise AssertionError(f"plain TCP closed the connection itself: {reason}")
+
+    def call_later(self, delay: float, callback: Any) -> Any:
+        raise AssertionError("plain TCP needs no timer")
 
 
-TEXT_DIALOGUE = b"1234\nalice\n"
+TEXT_DIALOGUE = b"123456\nalice\n"
 JSON_DIALOGUE = (b'{"type":"hello","versions":[1]}\n'
-                 b'{"type":"join","pin":"1234","name":"alice"}\n')
+                 b'{"type":"join","pin":"123456","name":"alice"}\n')
 
 
 @FUZZ
@@ -581,25 +619,129 @@ def test_the_core_answers_any_bytes_without_raising(data: st.DataObject) -> None
     """Whatever a client sends, the core replies with UTF-8 lines and never raises."""
     config = Config(name="lab", max_line_bytes=data.draw(st.sampled_from([64, 4096])),
                     max_errors=1000, message_burst=1000)
-    core = ChatCore(config, _Sink(), server_id="fuzz", now=0.0)
+    core = ChatCore(config, host_name="fuzzhost", server_id="fuzz", now=0.0)
     core.connect(1, ("127.0.0.1", 40000), 0.0)  # a witness in the same room
-    core.receive(1, JSON_DIALOGUE.replace(b"alice", b"witness"), 0.0)
+    core.receive(1, JSON_DIALOGUE.replace(b"alice", b"witness").splitlines(), 0.0)
     core.connect(2, ("127.0.0.1", 40001), 0.0)
     start = data.draw(st.sampled_from([None, TEXT_DIALOGUE, JSON_DIALOGUE]))
     stream = data.draw(streams(start))
     now = 0.0
+    transport = LineTransport(_Owner(), config.max_line_bytes)
     for chunk in [*data.draw(cuts(stream)), b""]:
         now += 0.25
-        for fx in (core.receive(2, chunk, now), core.tick(now)):
+        transport.data_received(chunk)
+        lines = transport.lines(1 << 30)
+        for fx in (core.receive(2, lines, now), core.tick(now)):
+            for _when, _event, entry in fx.log:  # activity entries the loop can write
+                json.dumps(entry, default=str)
             for _targets, out in fx.sends:
                 assert out.endswith(b"\n")
                 out.decode("utf-8")
                 for line in out.splitlines():
                     if line.startswith(b"{"):
                         json.loads(line)
-        conn = core.conns.get(2)
-        if conn is not None:
-            assert conn.codec.buffered < config.max_line_bytes
+        assert transport.buffered < config.max_line_bytes
     assert 2 not in core.conns  # end of file always ends the connection
     witness = core.conns[1]
-    assert witness.state == states.JOINED and list(core.rooms) == ["1234"]
+    assert witness.state == states.JOINED and list(core.rooms) == ["123456"]
+
+
+# ---------------------------------------------------------------------- Telnet
+
+# Bytes rich in Telnet: commands of every kind, options, subnegotiations, 0xFF, text.
+telnet_pieces = st.one_of(
+    st.binary(max_size=20),
+    st.builds(lambda verb, opt: bytes((telnet.IAC, verb, opt)),
+              st.sampled_from([telnet.WILL, telnet.WONT, telnet.DO, telnet.DONT]),
+              st.integers(0, 255)),
+    st.integers(240, 255).map(lambda c: bytes((telnet.IAC, c))),
+    st.builds(lambda opt, body, end: bytes((telnet.IAC, telnet.SB, opt)) + body + end,
+              st.integers(0, 255), st.binary(max_size=40),
+              st.sampled_from([bytes((telnet.IAC, telnet.SE)), b"", b"\xff"])),
+    st.integers(1, 3000).map(lambda n: b"\xff\xfa\x18" + b"x" * n),
+    st.sampled_from([b"\xff", b"\xff\xff", b"\r\0", b"\r", b"\x7f", b"\x08", b"\x15"]),
+)
+
+
+def _filtered(chunks: list[bytes]) -> tuple[bytes, bytes, telnet.TelnetFilter]:
+    f = telnet.TelnetFilter()
+    clean = answer = b""
+    for chunk in chunks:
+        c, a = f.receive(chunk)
+        clean += c
+        answer += a
+        # Bounded state: a count below the cap, at most one refusal per (verb, option).
+        assert f._skipped <= telnet.MAX_SUBNEGOTIATION
+        assert f._refused is None or len(f._refused) <= 512
+    return clean, answer, f
+
+
+@FUZZ
+@given(st.data())
+def test_telnet_filter_any_bytes_cut_anywhere(data: Any) -> None:
+    stream = b"".join(data.draw(st.lists(telnet_pieces, max_size=30)))
+    clean, answer, _ = _filtered([stream])
+    cut_clean, cut_answer, f = _filtered(data.draw(cuts(stream)))
+    assert (cut_clean, cut_answer) == (clean, answer)
+    # Answers are whole refusals only: IAC WONT x or IAC DONT x, never a request.
+    assert len(answer) % 3 == 0
+    for i in range(0, len(answer), 3):
+        assert answer[i] == telnet.IAC and answer[i + 1] in (telnet.WONT, telnet.DONT)
+    # No option loop: the same stream again is answered with timing marks at most
+    # (unless the first ended inside a command, which the second then completes).
+    if f._state == telnet._DATA:
+        _c, again = f.receive(stream)
+        assert set(again[i + 2] for i in range(0, len(again), 3)) <= {telnet.TIMING_MARK}
+    # Nothing but Telnet is taken out: a stream without 0xFF passes unchanged.
+    plain = stream.replace(b"\xff", b"")
+    assert _filtered([plain])[:2] == (plain, b"")
+
+
+@FUZZ
+@given(st.data())
+def test_telnet_answers_fed_back_never_start_a_loop(data: Any) -> None:
+    """The server's answers are refusals; a peer that follows RFC 1143 answers a
+    refusal with nothing, and the server answers the peer's own refusals with nothing."""
+    stream = b"".join(data.draw(st.lists(telnet_pieces, max_size=30)))
+    _clean, answer, f = _filtered([stream])
+    peer = telnet.TelnetFilter()
+    _peer_clean, peer_answer = peer.receive(answer)
+    assert peer_answer == b""  # WONT and DONT need no answer
+    if f._state == telnet._DATA:  # (a stream cut inside a command would go on with it)
+        assert f.receive(answer) == (b"", b"")  # nor do they from the server's side
+
+
+@FUZZ
+@given(st.data())
+def test_telnet_leaves_a_json_stream_alone(data: Any) -> None:
+    stream = data.draw(streams(first=b'{"type":"hello","versions":[1]}')) + data.draw(
+        st.binary(max_size=40))
+    clean, answer, f = _filtered(data.draw(cuts(stream)))
+    assert (clean, answer) == (stream, b"") and not f.spoke_telnet
+
+
+@FUZZ
+@given(st.data())
+def test_telnet_then_codec_gives_the_same_events_however_cut(data: Any) -> None:
+    """A person's whole input path: filter, line reader, editing, plain-text lines."""
+    body = st.one_of(st.lists(telnet_pieces, max_size=4).map(b"".join), line_bodies)
+    parts = data.draw(st.lists(st.tuples(body, separators), max_size=12))
+    stream = b"".join(b + sep for b, sep in parts)
+
+    def run(chunks: list[bytes]) -> list[str]:
+        f = telnet.TelnetFilter()
+        codec = chat.ServerCodec(256)
+        out: list[str] = []
+        for chunk in chunks:
+            clean, _ = f.receive(chunk)
+            if clean:
+                codec.receive_data(clean)
+                out += drain(codec.next_event)
+        codec.receive_data(b"")
+        return out + drain(codec.next_event)
+
+    whole = run([stream])
+    assert run(data.draw(cuts(stream))) == whole
+    for item in whole:  # an edited line holds no editing key (JSON lines are not edited)
+        if item.startswith("TextLine("):
+            assert not any(key in item for key in ("\\x7f", "\\x08", "\\x15")), item

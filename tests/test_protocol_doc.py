@@ -12,9 +12,14 @@ document works against a real daemon.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
+import io
 import json
 import re
+import select
+import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +28,7 @@ from typing import Any, Callable
 
 import pytest
 
-from lanchat.protocol import chat, discovery, rules
+from lanchat.protocol import chat, discovery, fingerprint, rules, vocabulary
 from lanchat.protocol.errors import RemoteProtocolError
 from lanchatd import states
 from lanchatd.config import DEFAULT_DISCOVERY_ALLOW, Config
@@ -73,6 +78,7 @@ ERROR_CARRIERS = {"RemoteProtocolError", "LocalProtocolError", "ProtocolError", 
 BYE_CARRIERS = {"Bye", "_bye"}
 CLASS_CARRIERS = {"RemoteProtocolError": "code", "LocalProtocolError": "code",
                   "ProtocolError": "code", "Error": "code", "Bye": "reason"}
+VOCABULARY_CLASSES = {"ErrorCode", "ByeReason", "LocalCode"}
 # Non-literal codes the daemon uses: the server state itself, for a refused join.
 STATE_CODES = sorted(s for s, r in states.SERVER_STATE_RULES.items() if not r.allows_joins)
 
@@ -82,6 +88,7 @@ class Found:
     errors: dict[str, set[str]]  # code -> files that produce it
     byes: dict[str, set[str]]
     unchecked: list[str]  # code expressions this test cannot resolve
+    literals: list[str] = dataclasses.field(default_factory=list)  # codes spelled in place
 
 
 def _callee(node: ast.Call) -> str:
@@ -135,6 +142,13 @@ def scan_codes() -> Found:
                 where = f"{path.relative_to(REPO)}:{node.lineno}"
                 if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
                     target.setdefault(expr.value, set()).add(path.name)
+                    found.literals.append(f"{where}: {expr.value}")
+                elif (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+                      and expr.value.id in VOCABULARY_CLASSES
+                      and hasattr(getattr(vocabulary, expr.value.id), expr.attr)):
+                    # A word of lanchat.protocol.vocabulary (ErrorCode.NAME_TAKEN).
+                    code = getattr(getattr(vocabulary, expr.value.id), expr.attr)
+                    target.setdefault(code, set()).add(path.name)
                 elif isinstance(expr, ast.Attribute) and expr.attr == "code":
                     pass  # re-raising a caught error: its code is found where it is made
                 elif isinstance(expr, ast.Name) and expr.id in enclosing:
@@ -325,7 +339,7 @@ def test_the_defaults_quoted_in_the_handshake_match() -> None:
     assert welcome.pin_min == DEFAULTS["pin_min_length"]
     assert welcome.pin_max == DEFAULTS["pin_max_length"]
     assert welcome.max_line == DEFAULTS["max_line_bytes"] == chat.DEFAULT_MAX_LINE
-    assert "default 4 to 12" in " ".join(section("5.").split())
+    assert "default 6 to 12" in " ".join(section("5.").split())
 
 
 # --------------------------------------------------------------------------- discovery
@@ -334,7 +348,9 @@ def test_the_defaults_quoted_in_the_handshake_match() -> None:
 def test_discovery_section_names_every_field_network_and_constant() -> None:
     text = section("12.")
     rows = table_rows(text)
-    announce = discovery.encode_announce(discovery.Announce("n", "i", "lab", 5000, "active", "1"))
+    announce = discovery.encode_announce(discovery.Announce(
+        "n", "i", "lab", 5000, "active", "1", tls_port=5443,
+        tls_fingerprint=fingerprint.of_public_key(b"k")))
     probe = discovery.encode_probe("n")
     assert sorted((set(json.loads(announce)) | set(json.loads(probe))) - set(rows)) == []
     words = backticked(text)
@@ -430,9 +446,9 @@ def minimal_client(port: int) -> str:
 
 
 def test_the_minimal_client_in_the_doc_works(start_daemon: Callable[..., Any]) -> None:
-    daemon = start_daemon()
+    daemon = start_daemon(SHIPPED_PINS)
     with daemon.json_client() as watcher:
-        assert watcher.join("4711", "watcher")["type"] == "joined"
+        assert watcher.join("471100", "watcher")["type"] == "joined"
         result = subprocess.run(
             [sys.executable, "-c", minimal_client(daemon.tcp[1])],
             capture_output=True, text=True, timeout=30, check=False,
@@ -449,8 +465,315 @@ def test_the_minimal_client_in_the_doc_works(start_daemon: Callable[..., Any]) -
 # --------------------------------------------------------------------------- the end
 
 
-def test_the_last_section_is_the_control_protocol() -> None:
+def _anchor(heading: str) -> str:
+    """The fragment a Markdown renderer (GitHub's rules) gives a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_inside_the_document_leads_to_a_heading() -> None:
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.*)$", DOC, re.M)}
+    assert _anchor("16. The control protocol (lanchatctl ↔ lanchatd), version 1") == (
+        "16-the-control-protocol-lanchatctl--lanchatd-version-1")
+    links = re.findall(r"\]\(#([^)]+)\)", DOC)
+    assert links and sorted(set(links) - anchors) == []
+
+
+def test_the_control_examples_are_requests_and_replies_the_codecs_accept() -> None:
+    from lanchat.protocol import control
+
+    blocks = re.findall(r"^```json\n(.*?)^```", section("16."), re.M | re.S)
+    requests = [b for b in blocks if '"cmd"' in b]
+    replies = [b for b in blocks if '"ok"' in b]
+    assert len(requests) >= 2 and len(replies) >= 3
+    for block in requests:
+        assert isinstance(control.parse_request(block.strip().encode()).request,
+                          control.Request)
+    for block in replies:
+        assert isinstance(control.parse_reply(block.strip().encode()),
+                          (control.Ok, control.Failure))
+
+
+def test_the_control_limits_are_named_with_their_defaults() -> None:
+    text = " ".join(section("16.").split())
+    keys = [f.name for f in dataclasses.fields(Config)
+            if f.metadata["section"] == "control" and f.name.startswith("control_")
+            and f.name not in ("control_socket", "control_group", "control_watch_group")]
+    assert len(keys) == 3
+    for key in keys:
+        mentions = re.findall(rf"`{key}`[^()`]*\(([\d.]+)", text)
+        assert mentions and set(mentions) == {f"{DEFAULTS[key]:g}"}, key
+
+
+def test_the_control_protocol_and_the_websocket_transport_close_the_document() -> None:
     headings = re.findall(r"^## (.*)$", DOC, re.M)
-    assert headings[-1].startswith("16. The control protocol")
+    assert headings[-2].startswith("16. The control protocol")
+    assert headings[-1].startswith("17. The WebSocket transport")
     for part in ("The socket", "Framing", "The version check", "Commands", "Errors"):
         assert re.search(rf"^### 16\.\d+ {part}", section("16."), re.M), part
+
+
+# --------------------------------------------------------------------------- the replays
+#
+# Every example session (section 13, and the control session of 16.9) is replayed
+# against a real daemon and compared line by line.  The document marks each transcript
+# with ``<!-- replay: RUN NAME -->``: transcripts of one RUN share a daemon started with
+# that run's settings, and their connections are interleaved as the document tells:
+# before any connection sends, everything the server had to say so far has arrived
+# (two round trips on a separate control connection: the loop is single-threaded, so
+# once the second answer is back every earlier pass has written its output), and the
+# first connection in document order that has a line to send sends it, with the lines
+# that directly follow it (sent at once, as "three messages at once" means).  A
+# connection is opened when it is first its turn, so its handshake time starts then.
+# ``A: lanchatctl ...`` lines run lanchatctl against the daemon's control socket.
+
+SERVER_NAME = '[server]\nname = "lab"\n'
+LIMITS = {"max_line_bytes": 64, "message_rate": 1.0, "message_burst": 5, "max_errors": 3,
+          "keepalive_interval": 1.0, "keepalive_timeout": 1.0, "handshake_timeout": 3.0}
+# The document's servers have the shipped PIN length (the tests' daemons otherwise
+# allow four digits, lanchat_testing.TEST_PIN_MIN).
+SHIPPED_PINS = f"[rooms]\npin_min_length = {DEFAULTS['pin_min_length']}\n"
+RUNS = {
+    "lab": SERVER_NAME + SHIPPED_PINS,
+    "limits": SERVER_NAME + SHIPPED_PINS + "[limits]\n"
+    + "".join(f"{k} = {v}\n" for k, v in LIMITS.items()),
+    "admin": SERVER_NAME + SHIPPED_PINS,
+    "control": SERVER_NAME + SHIPPED_PINS,
+}
+MARKER = re.compile(r"^<!-- replay: (\S+) (\S+) -->\n```([a-z]*)\n(.*?)^```", re.M | re.S)
+REPLAY_WAIT = 15.0  # seconds a replay waits for a line the server must send by itself
+# Values that differ from run to run, compared only for being there.
+VOLATILE_CHAT = frozenset({"ts", "server_id"})
+VOLATILE_CONTROL = VOLATILE_CHAT | {"pid", "actor", "seq", "last_seq", "addr", "time"}
+
+
+@dataclasses.dataclass
+class Transcript:
+    run: str
+    name: str
+    lines: list[tuple[str, str]]  # (who, text): S the server, C the client, A lanchatctl
+
+    @property
+    def control(self) -> bool:
+        return self.run == "control"
+
+
+def transcripts() -> list[Transcript]:
+    found = []
+    for match in MARKER.finditer(DOC):
+        run, name, kind, body = match.groups()
+        lines = []
+        for line in body.splitlines():
+            if kind == "console":  # a socat session: requests have a cmd, the rest answers
+                if not line.startswith("$ "):
+                    lines.append(("C" if '"cmd":' in line else "S", line))
+            elif line[:3] in ("S: ", "C: ", "A: "):
+                lines.append((line[0], line[3:]))
+            else:
+                raise AssertionError(f"replay {run} {name}: a line that is no S:, C: or A: "
+                                     f"line: {line!r}")
+        found.append(Transcript(run, name, lines))
+    return found
+
+
+TRANSCRIPTS = transcripts()
+
+
+def test_every_example_session_is_marked_for_replay() -> None:
+    sessions = [block for block in code_blocks(section("13."))
+                if any(line.startswith("S: ") for line in block)]
+    marked = [t for t in TRANSCRIPTS if not t.control]
+    assert len(marked) == len(sessions) > 8
+    assert [t.name for t in TRANSCRIPTS if t.control] == ["admin"]
+    assert sorted({t.run for t in TRANSCRIPTS}) == sorted(RUNS)
+    assert len({(t.run, t.name) for t in TRANSCRIPTS}) == len(TRANSCRIPTS)
+    prose = " ".join(section("13.").split("### 13.5", 1)[1].split("<!--", 1)[0].split())
+    for key, value in LIMITS.items():  # the "limits" run is the one the text describes
+        assert f"`{key} = {value}`" in prose, key
+
+
+def _wire(text: str) -> bytes:
+    """A C: line as bytes: ``<U+202E>`` is that character, ``\\xff`` that byte."""
+    text = re.sub(r"<U\+([0-9A-F]{4,6})>", lambda m: chr(int(m.group(1), 16)), text)
+    if text.startswith("{"):
+        return text.encode() + b"\n"
+    parts = re.split(r"\\x([0-9a-f]{2})", text)
+    return b"".join(bytes([int(p, 16)]) if i % 2 else p.encode()
+                    for i, p in enumerate(parts)) + b"\n"
+
+
+def _normal(line: str, control: bool) -> Any:
+    """A server line with the run's own values masked, for comparing."""
+    line = re.sub(r"lanchatd([/ ])\d+\.\d+\.\d+\S*?(?=[\")\s])", r"lanchatd\1VERSION", line)
+    line = re.sub(r"^\[\d\d:\d\d:\d\d\] ", "[HH:MM:SS] ", line)
+    if not line.startswith("{"):
+        return line
+    volatile = VOLATILE_CONTROL if control else VOLATILE_CHAT
+
+    def mask(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        return [(key, "..." if key in volatile else value) for key, value in pairs]
+
+    return json.loads(line, object_pairs_hook=mask)
+
+
+class Peer:
+    """One transcript's connection to the daemon, read without blocking."""
+
+    def __init__(self, transcript: Transcript) -> None:
+        self.t = transcript
+        self.pos = 0
+        self.sock: socket.socket | None = None  # connected when it is first its turn
+        self.buf = b""
+        self.eof = False
+
+    def connect(self, daemon: Any) -> None:
+        if self.t.control:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(daemon.control)
+        else:
+            self.sock = socket.create_connection(daemon.tcp, timeout=REPLAY_WAIT)
+        self.sock.setblocking(False)
+
+    @property
+    def next(self) -> tuple[str, str] | None:
+        return self.t.lines[self.pos] if self.pos < len(self.t.lines) else None
+
+    def where(self) -> str:
+        return f"replay {self.t.run} {self.t.name}, line {self.pos + 1}"
+
+    def pump(self) -> None:
+        while self.sock is not None and not self.eof:
+            try:
+                chunk = self.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except ConnectionResetError:
+                chunk = b""
+            self.buf += chunk
+            self.eof = not chunk
+
+    def line(self) -> str | None:
+        if b"\n" not in self.buf:
+            return None
+        raw, self.buf = self.buf.split(b"\n", 1)
+        return raw.decode("utf-8")
+
+
+class Barrier:
+    """Round trips on a control connection: once answered, earlier output is out."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(REPLAY_WAIT)
+        self.sock.connect(path)
+        self.file = self.sock.makefile("rb")
+        self.calls = 0
+        self._call('"cmd":"hello","versions":[1]')
+
+    def _call(self, body: str) -> None:
+        self.calls += 1
+        self.sock.sendall(b'{"id":%d,%s}\n' % (self.calls, body.encode()))
+        assert json.loads(self.file.readline())["id"] == self.calls
+
+    def __call__(self) -> None:
+        self._call('"cmd":"rooms"')
+        self._call('"cmd":"rooms"')
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def _lanchatctl(control: str, command: str) -> None:
+    from lanchatctl.cli import main
+
+    words = shlex.split(command)
+    assert words[0] == "lanchatctl", command
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        status = main(["--socket", control, *words[1:]])
+    assert status == 0, (command, out.getvalue())
+
+
+def _cause(peers: list[Peer], daemon: Any, done: set[int]) -> bool:
+    """Start what the transcript shows happening elsewhere; True if something was."""
+    for peer in peers:
+        expected = peer.next
+        if (expected and expected[0] == "S" and '"event":"refused_connection"' in expected[1]
+                and id(peer) not in done):
+            done.add(id(peer))  # someone connects while the server refuses clients
+            with socket.create_connection(daemon.tcp, timeout=REPLAY_WAIT) as someone:
+                assert someone.recv(4096).startswith(b"LANCHAT/1 standby")
+            return True
+    return False
+
+
+def replay(run: str, daemon: Any) -> int:
+    """Replay the run's transcripts; returns how many server lines were compared."""
+    peers = [Peer(t) for t in TRANSCRIPTS if t.run == run]
+    barrier = Barrier(daemon.control)
+    caused: set[int] = set()
+    compared = 0
+    try:
+        while any(peer.next for peer in peers):
+            barrier()
+            arrived = False
+            for peer in peers:
+                peer.pump()
+                while peer.next and peer.next[0] == "S":
+                    got = peer.line()
+                    if got is None:
+                        if peer.eof:
+                            raise AssertionError(f"{peer.where()}: the server closed the "
+                                                 f"connection; the document shows "
+                                                 f"{peer.next[1]}")
+                        break
+                    control = peer.t.control
+                    assert _normal(got, control) == _normal(peer.next[1], control), (
+                        f"{peer.where()}: the server sent\n  {got}\nthe document shows\n"
+                        f"  {peer.next[1]}")
+                    peer.pos += 1
+                    compared += 1
+                    arrived = True
+            if arrived:
+                continue
+            sender = next((p for p in peers
+                           if p.next and (p.sock is None or p.next[0] in "CA")), None)
+            if sender is not None:
+                assert sender.next is not None
+                if sender.sock is None:
+                    sender.connect(daemon)
+                    continue
+                if sender.next[0] == "A":
+                    _lanchatctl(daemon.control, sender.next[1])
+                    sender.pos += 1
+                    continue
+                data = b""
+                while sender.next and sender.next[0] == "C":
+                    data += _wire(sender.next[1])
+                    sender.pos += 1
+                sender.sock.sendall(data)
+                continue
+            if _cause(peers, daemon, caused):
+                continue
+            # Everyone waits for the server to speak by itself (a ping, a timeout).
+            waiting = [p.sock for p in peers if p.next and p.sock is not None]
+            ready, _, _ = select.select(waiting, [], [], REPLAY_WAIT)
+            assert ready, "nothing came: " + "; ".join(
+                f"{p.where()} waits for {p.next[1]}" for p in peers if p.next)
+        barrier()
+        for peer in peers:
+            peer.pump()
+            assert peer.line() is None, f"{peer.where()}: the server sent more than shown"
+    finally:
+        barrier.close()
+        for peer in peers:
+            if peer.sock is not None:
+                peer.sock.close()
+    return compared
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_the_example_sessions_replay_against_the_daemon(
+        run: str, start_daemon: Callable[..., Any]) -> None:
+    daemon = start_daemon(RUNS[run])
+    shown = sum(1 for t in TRANSCRIPTS if t.run == run for who, _ in t.lines if who == "S")
+    assert replay(run, daemon) == shown > 0

@@ -84,3 +84,62 @@ def test_no_protocol_module_names_the_daemon_or_an_io_module_in_its_source() -> 
                 if top in FORBIDDEN or top in ("lanchatd", "lanchatctl"):
                     offenders.append(f"{path.name}:{node.lineno}: import {name}")
     assert offenders == []
+
+
+# --------------------------------------------------------------------------- the daemon's core
+
+# The daemon's pure layer: rules, states, the transport seam and its plain-TCP adapter,
+# the discovery policy, the limits by source.  They do no I/O and read no clock: the
+# loop gives them the time, the host name and the bytes, and writes what they return.
+DAEMON_CORE = ("lanchatd.core", "lanchatd.states", "lanchatd.transport", "lanchatd.discovery",
+               "lanchatd.limits")
+# Besides the I/O modules: no clock, no processes, no signals, no files of our own.
+DAEMON_FORBIDDEN = (*FORBIDDEN, "time", "os", "signal", "subprocess", "lanchatd.loop",
+                    "lanchatd.activity", "lanchatd.control", "lanchatd.systemd")
+
+DAEMON_PROBE = textwrap.dedent("""
+    import importlib, json, sys
+    sys.path.insert(0, sys.argv[1])
+    before = set(sys.modules)
+    for name in sys.argv[2:]:
+        importlib.import_module(name)
+    print(json.dumps({"before": sorted(before), "after": sorted(sys.modules)}))
+""")
+
+
+def test_importing_the_daemons_core_loads_no_io_clock_or_loop_module() -> None:
+    result = subprocess.run(
+        # -I without -S: the configuration needs tomli (a dependency) before 3.11.
+        [sys.executable, "-I", "-c", DAEMON_PROBE, str(REPO), *DAEMON_CORE],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    loaded = set(data["after"]) - set(data["before"])
+    assert set(DAEMON_CORE) <= loaded
+    assert sorted(loaded & set(FORBIDDEN)) == []
+    assert sorted(m for m in loaded if m.startswith("lanchatd.")
+                  and m in DAEMON_FORBIDDEN) == []
+
+
+def test_no_daemon_core_module_imports_io_a_clock_or_the_loop_in_its_source() -> None:
+    """Also imports behind a function, and the calls that would read the world."""
+    offenders = []
+    for name in DAEMON_CORE:
+        path = REPO / (name.replace(".", "/") + ".py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else []
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id in ("open", "print", "input")):
+                offenders.append(f"{path.name}:{node.lineno}: {node.func.id}()")
+                continue
+            else:
+                continue
+            for imported in names:
+                if (imported.split(".")[0] in DAEMON_FORBIDDEN
+                        or imported in DAEMON_FORBIDDEN):
+                    offenders.append(f"{path.name}:{node.lineno}: import {imported}")
+    assert offenders == []

@@ -6,13 +6,13 @@ the expected lines can be written out in full.
 
 from __future__ import annotations
 
-import string
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from lanchat import i18n
 from lanchat.protocol import chat, text
 from lanchat.protocol.errors import LocalProtocolError
 
@@ -35,10 +35,10 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     (chat.Message("4711", 2, TS, "bob", "waves", action=True), "[22:13:20] * bob waves"),
     (chat.Message("4711", 3, TS, "bob", "old news", history=True), "[22:13:20] bob: old news"),
     (chat.Private(TS, "alice", "bob", "psst"), "[22:13:20] (private) alice -> bob: psst"),
-    (chat.Presence("4711", TS, "carol", "join"), "[22:13:20] * carol joined"),
-    (chat.Presence("4711", TS, "carol", "leave"), "[22:13:20] * carol left"),
+    (chat.Presence("4711", TS, "carol", "join"), "[22:13:20] --> carol joined"),
+    (chat.Presence("4711", TS, "carol", "leave"), "[22:13:20] <-- carol left"),
     (chat.Presence("4711", TS, "carol", "leave", "kicked: spam"),
-     "[22:13:20] * carol left (kicked: spam)"),
+     "[22:13:20] <-- carol left (kicked: spam)"),
     (chat.Joined("4711", "bob", ("alice", "bob"), "active"),
      "* You are in room 4711 as bob. Here: alice, bob. Type /help for commands."),
     (chat.Members("4711", ("alice", "bob", "Zoë")), "* In room 4711: alice, bob, Zoë"),
@@ -67,47 +67,45 @@ def test_events_a_person_has_no_use_for_print_nothing(event: chat.Event) -> None
 
 def test_norwegian_lines() -> None:
     def nb(event: chat.Event) -> str:
-        data = text.format_event(event, "nb")
+        data = text.format_event(event, i18n.gettext_for("nb"))
         assert data is not None
         return data.decode("utf-8")
 
-    assert nb(chat.Presence("4711", TS, "kari", "join")) == "[22:13:20] * kari ble med\n"
-    assert nb(chat.Presence("4711", TS, "kari", "leave", "tidsavbrudd")) == (
-        "[22:13:20] * kari forlot rommet (tidsavbrudd)\n")
+    assert nb(chat.Presence("4711", TS, "kari", "join")) == "[22:13:20] --> kari ble med\n"
+    assert nb(chat.Presence("4711", TS, "kari", "leave", "timed out")) == (
+        "[22:13:20] <-- kari forlot rommet (tidsavbrudd)\n")
+    assert nb(chat.Presence("4711", TS, "kari", "leave", "kicked: spam")) == (
+        "[22:13:20] <-- kari forlot rommet (kastet ut: spam)\n")
     assert nb(chat.Members("4711", ("kari", "ola"))) == "* I rom 4711: kari, ola\n"
     assert nb(chat.StateChanged("stopped", TS, "meldinger avvises")) == (
-        "[22:13:20] ! Serveren er nå stopped: meldinger avvises\n")
+        "[22:13:20] ! Serveren er nå stoppet: meldinger avvises\n")
     assert nb(chat.Notice(TS, "Kaffe på kjøkkenet")) == (
         "[22:13:20] ! Kunngjøring: Kaffe på kjøkkenet\n")
+    assert nb(chat.Private(TS, "ola", "kari", "hei")) == (
+        "[22:13:20] (privat) ola -> kari: hei\n")
 
 
 def test_an_unknown_language_falls_back_to_english() -> None:
-    assert text.format_event(chat.Presence("4711", TS, "kari", "join"), "xx") == (
-        b"[22:13:20] * kari joined\n")
-    assert text.say("xx", "ask_name") == "Enter your name:"
+    assert text.format_event(chat.Presence("4711", TS, "kari", "join"),
+                             i18n.gettext_for("xx")) == b"[22:13:20] --> kari joined\n"
+    assert i18n.translate("xx", text.ASK_NAME) == "Enter your name:"
 
 
-def test_every_language_has_every_string_with_the_same_placeholders() -> None:
-    def placeholders(s: str) -> set[str]:
-        return {field for _, field, _, _ in string.Formatter().parse(s) if field}
-
-    english = text.STRINGS["en"]
-    for lang in text.LANGUAGES:
-        table = text.STRINGS[lang]
-        assert set(table) == set(english), lang
-        for key, value in table.items():
-            assert placeholders(value) == placeholders(english[key]), (lang, key)
-            assert "\n" not in value, (lang, key)
+def test_a_leave_reason_that_is_not_a_known_word_is_shown_as_it_is() -> None:
+    nb = i18n.gettext_for("nb")
+    assert text.leave_text("connection error: reset by peer", nb) == (
+        "tilkoblingsfeil: reset by peer")
+    assert text.leave_text("something new", nb) == "something new"
 
 
 def test_prompts_and_refusals_a_person_reads() -> None:
-    assert text.say("en", "greeting", name="lab", version="0.1.0") == (
+    assert i18n.translate("en", text.GREETING, name="lab", version="0.1.0") == (
         "Welcome to lab (lanchatd 0.1.0). Enter the room PIN:")
-    assert text.say("en", "ask_pin") == "Enter the PIN of the room you want to join:"
-    assert text.say("nb", "ask_name") == "Skriv inn brukernavn:"
-    assert text.say("en", "standby") == (
+    assert i18n.translate("en", text.ASK_PIN) == "Enter the PIN of the room you want to join:"
+    assert i18n.translate("nb", text.ASK_NAME) == "Skriv inn brukernavn:"
+    assert i18n.translate("en", text.REFUSALS["standby"]) == (
         "The server is in standby and accepts no new clients. Try again later.")
-    assert text.say("en", "unknown_command", command="/nope") == (
+    assert i18n.translate("en", text.UNKNOWN_COMMAND, command="/nope") == (
         "! Unknown command /nope. Type /help for commands.")
     assert text.line("Enter your name:") == b"Enter your name:\n"
 
@@ -146,6 +144,8 @@ def test_a_typed_line_is_a_message_or_a_command(typed: str, expected: chat.Event
 def test_help_is_answered_by_the_server_itself() -> None:
     assert isinstance(text.parse_text_command("/help"), text.Help)
     assert isinstance(text.parse_text_command("/HELP me"), text.Help)
+    assert text.parse_text_command("/lang nb") == text.Lang("nb")
+    assert text.parse_text_command("/LANG") == text.Lang("")
 
 
 @pytest.mark.parametrize(("typed", "command"), [

@@ -45,7 +45,8 @@ from typing import Any, Callable, ClassVar, Union
 
 from lanchat.protocol import rules
 from lanchat.protocol.chat import PIN_MAX_DIGITS, LineReader
-from lanchat.protocol.errors import LocalProtocolError, RemoteProtocolError
+from lanchat.protocol.errors import N_, LocalProtocolError, RemoteProtocolError
+from lanchat.protocol.vocabulary import SERVER_STATES
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
@@ -55,7 +56,8 @@ MAX_REQUEST_BYTES = 65536
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 REASON_MAX_CHARS = 500
 MAX_ID = 2**53  # ids stay exact in every JSON implementation
-STATES: tuple[str, ...] = ("active", "standby", "stopped")
+#: The server states set_state accepts: the chat protocol's (section 8).
+STATES: tuple[str, ...] = SERVER_STATES
 
 
 class Code(enum.IntEnum):
@@ -77,6 +79,7 @@ class Code(enum.IntEnum):
     UNKNOWN_USER = 201         # nobody has that name in the room
     BAD_VALUE = 202            # a value the daemon does not accept (empty text...)
     RELOAD_FAILED = 203        # the new configuration was refused; the old one stays
+    WATCH_ONLY = 204           # this connection may watch (status, rooms, users, log) only
     BUSY = 300                 # too many control connections at once (fatal)
     SHUTTING_DOWN = 301        # the daemon is stopping (fatal)
     INTERNAL_ERROR = 302       # a bug in the daemon; the request may not have been done
@@ -118,9 +121,10 @@ class ControlError(RemoteProtocolError):
         return self.number in FATAL_CODES
 
 
-def _need(cond: bool, what: str) -> None:
+def _need(cond: bool, what: str, **values: object) -> None:
+    """``what``: a sentence marked with N_, filled in with ``values`` (translatable)."""
     if not cond:
-        raise LocalProtocolError("bad_request", what)
+        raise LocalProtocolError("bad_request", what, **values)
 
 
 def _validated(check: Callable[[], Any]) -> Any:
@@ -128,22 +132,23 @@ def _validated(check: Callable[[], Any]) -> Any:
     try:
         return check()
     except RemoteProtocolError as exc:
-        raise LocalProtocolError(exc.code, exc.message) from None
+        raise LocalProtocolError(exc.code, exc.template, **exc.values) from None
 
 
 def _check_pin(pin: object) -> None:
     _need(isinstance(pin, str) and 0 < len(pin) <= PIN_MAX_DIGITS and pin.isascii()
           and pin.isdigit(),
-          f"A room PIN is 1 to {PIN_MAX_DIGITS} digits (0-9), not {str(pin)[:20]!r}.")
+          N_("A room PIN is 1 to {max} digits (0-9), not {value!r}."), max=PIN_MAX_DIGITS,
+          value=str(pin)[:20])
 
 
 def _check_reason(reason: object) -> str:
-    _need(isinstance(reason, str), "The reason must be a string.")
+    _need(isinstance(reason, str), N_("The reason must be a string."))
     assert isinstance(reason, str)
     if not reason.strip():
         return ""
     _need(len(reason) <= REASON_MAX_CHARS,
-          f"A reason is at most {REASON_MAX_CHARS} characters.")
+          N_("A reason is at most {max} characters."), max=REASON_MAX_CHARS)
     text = _validated(lambda: rules.check_text(reason))
     assert isinstance(text, str)
     return text.strip()
@@ -220,8 +225,8 @@ class SetState(Request):
     state: str = ""
 
     def __post_init__(self) -> None:
-        _need(self.state in STATES,
-              f"The state must be one of {', '.join(STATES)}, not {self.state!r}.")
+        _need(self.state in STATES, N_("The state must be one of {states}, not {value!r}."),
+              states=", ".join(STATES), value=self.state)
 
 
 @dataclass(frozen=True)
@@ -272,8 +277,8 @@ class Log(Request):
 
     def __post_init__(self) -> None:
         _need(self.n is None or (type(self.n) is int and 0 <= self.n <= 10**9),
-              "log.n must be a whole number of entries (0 or more).")
-        _need(isinstance(self.follow, bool), "log.follow must be true or false.")
+              N_("log.n must be a whole number of entries (0 or more)."))
+        _need(isinstance(self.follow, bool), N_("log.follow must be true or false."))
 
 
 @dataclass(frozen=True)
@@ -524,7 +529,8 @@ class ServerConnection:
     ``next_event`` returns ``Incoming`` requests, ``ConnectionClosed`` once after end of
     file, or None when a whole line has not arrived yet; it raises ``ControlError`` for
     a bad line (the connection goes on unless the error is fatal).  Until a hello
-    succeeds every other request is refused with ``hello_required``.
+    succeeds every other request is refused with ``hello_required``; after it, another
+    hello is refused with ``bad_request``.
     """
 
     def __init__(self, max_request: int = MAX_REQUEST_BYTES) -> None:
@@ -560,6 +566,13 @@ class ServerConnection:
                 continue
             incoming = parse_request(raw)
             request = incoming.request
+            if isinstance(request, Hello) and self.version is not None:
+                # The version was agreed once; a second hello cannot change it, and
+                # answering it as the first would suggest it did.
+                raise ControlError(
+                    Code.BAD_REQUEST,
+                    f"hello was already answered on this connection (protocol version "
+                    f"{self.version}); send it once, as the first request.", incoming.id)
             if isinstance(request, Hello):
                 common = set(request.versions) & set(SUPPORTED_VERSIONS)
                 if not common:

@@ -44,7 +44,7 @@ def _drain(codec: Any, chunks: list[bytes], limit: int) -> None:
 
 
 def _targets() -> list[Callable[[bytes, int], None]]:
-    from lanchat.protocol import chat, control, discovery, text
+    from lanchat.protocol import chat, control, discovery, telnet, text
     from lanchat.protocol.errors import LocalProtocolError, RemoteProtocolError
 
     def server(data: bytes, cut: int) -> None:
@@ -77,7 +77,19 @@ def _targets() -> list[Callable[[bytes, int], None]]:
         except (LocalProtocolError, text.UnknownCommand):
             pass
 
-    return [server, client, control_server, control_client, probe, announce, command]
+    def telnet_filter(data: bytes, cut: int) -> None:
+        # The plain-TCP adapter's Telnet layer: the same output however the stream is
+        # cut, answers that are whole refusals, a bounded subnegotiation count.
+        whole = telnet.TelnetFilter().receive(data)
+        f = telnet.TelnetFilter()
+        first, second = f.receive(data[:cut]), f.receive(data[cut:])
+        if (first[0] + second[0], first[1] + second[1]) != whole:
+            raise AssertionError("the Telnet filter's output depends on where it was cut")
+        if len(whole[1]) % 3 or f._skipped > telnet.MAX_SUBNEGOTIATION:
+            raise AssertionError("a partial answer, or an unbounded subnegotiation")
+
+    return [server, client, control_server, control_client, probe, announce, command,
+            telnet_filter]
 
 
 TARGETS = _targets()

@@ -2,7 +2,7 @@
 
 The build (setup.py) compiles ``lanchat/locale/*/LC_MESSAGES/*.po`` with this module,
 so building needs no GNU gettext tools; a source checkout run without a build
-compiles the catalogue in memory with the same code (``lanchat.client.i18n``).
+compiles the catalogue in memory with the same code (``lanchat.i18n``).
 
 Supported: comments, ``msgctxt``, plural forms (``msgid_plural`` / ``msgstr[N]``),
 multi-line strings and the C escapes gettext uses.  Fuzzy entries are left out, as
