@@ -4,9 +4,12 @@ Theory of operation
 -------------------
 Every event the daemon wants an administrator to see (start and stop, state changes,
 connects, joins, leaves, kicks, closed rooms, refused joins, protocol errors, admin
-actions with who did them) becomes one *entry*: a flat dict ``{"seq", "ts", "event",
-**fields}``.  ``seq`` counts from 1 in each run of the daemon and never skips, so a
-reader (``lanchatctl log --follow``) can ask for "everything after N" and notice gaps.
+actions with who did them) becomes one *entry*: a flat dict ``{"seq", "ts", "time",
+"event", **fields}``.  ``seq`` counts from 1 in each run of the daemon and never skips,
+so a reader (``lanchatctl log --follow``) can ask for "everything after N" and notice
+gaps.  ``ts`` is the Unix time (seconds, for programs) and ``time`` the same instant as
+an RFC 3339 UTC time with milliseconds (``2026-12-01T09:15:02.431Z``), so that the file
+is an audit trail a person or a log tool reads without converting.
 
 An entry goes three places, in this order:
 
@@ -15,15 +18,22 @@ An entry goes three places, in this order:
 3. the subscribers, plain callbacks that the control socket uses to stream entries.
 
 The file is written with ``logging.handlers.RotatingFileHandler``, driven directly: we
-build the ``LogRecord`` and call ``emit`` ourselves, and the logger tree (root logger,
-``basicConfig``, propagation) is never involved.  The handler opens the file, decides
-nothing about errors, and rotates with the standard ``activity.log.1 ... .N`` names.
-Our subclass changes how one line reaches the disk: it writes the encoded line with
-``os.write`` on the file's descriptor instead of through the text buffer.  That is what
-makes a failed write undoable: when a write stops half-way (disk full, file size limit),
-we know the size the file had before the line and cut it back with ``ftruncate``, so the
-file never holds half a record and a later retry never writes a piece twice.  Errors are
-raised to us, never passed to ``handleError`` (which would print a traceback).
+call its ``emit_lines`` ourselves, and the logger tree (root logger, ``basicConfig``,
+propagation) is never involved.  The handler opens the file, decides nothing about
+errors, and rotates with the standard ``activity.log.1 ... .N`` names.  Our subclass
+changes how lines reach the disk: it writes the encoded lines with ``os.write`` on the
+file's descriptor instead of through the text buffer, as many queued lines with one
+write as fit in the file before its next rotation (each rotation falls where writing the
+lines one by one would put it).  That is what makes a failed write undoable: when a
+write stops half-way (disk full, file size limit), we know the size the file had before
+it and cut it back with ``ftruncate``, so the file never holds half a record and a later
+retry never writes a piece twice.  Errors are raised to us, never passed to
+``handleError`` (which would print a traceback).
+
+``record()`` writes at once; the daemon's loop sets ``batched`` and calls ``flush()`` at
+the end of each pass, before the pass's output is sent, so the entries of a pass (a
+crowd's connects and joins) cost one write and one ``fstat``, and a client that got an
+answer finds its entry in the file.
 
 Faults of the host.  A line that cannot be written stays first in the queue, and the
 daemon carries on: the entry is already in the ring and with the subscribers.  The first
@@ -50,11 +60,13 @@ The daemon is single-threaded, so nothing here takes a lock.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import itertools
 import json
 import logging
 import logging.handlers
+import math
 import os
 import stat
 import sys
@@ -74,11 +86,21 @@ RECORDS_LOST_EVENT = "activity_log_records_lost"
 
 _DIR_MODE = 0o750
 _FILE_MODE = 0o640
-_RESERVED = ("seq", "ts", "event")
+_RESERVED = ("seq", "ts", "time", "event")
+_RESERVED_SET = frozenset(_RESERVED)
 # json.dumps(ensure_ascii=False) leaves these raw, and str.splitlines() breaks lines on
 # them; escaped, a record stays one line for every reader.  They can occur only inside
 # JSON strings, where the \\u form means the same character.
 _LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def rfc3339(ts: float) -> str:
+    """``ts`` (Unix seconds) as an RFC 3339 UTC time with milliseconds."""
+    try:
+        moment = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return ""  # not a time a calendar holds; ts still says what was given
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _opener(path: str, flags: int) -> int:
@@ -89,15 +111,19 @@ class _RotatingFile(logging.handlers.RotatingFileHandler):
     """RotatingFileHandler that writes each line whole or not at all, and raises on failure.
 
     Rotation (the ``.1 ... .N`` renames) is the base class's ``doRollover``.  The size test
-    is ours: it counts bytes, not characters, never rotates an empty file, and follows the
-    documented rule that a max size or a backup count of 0 means no rotation.
+    is ours: it counts bytes, not characters, and never rotates an empty file.  A max size
+    of 0 means no limit.  A backup count of 0 (the base class would then let the file
+    grow without end, silently) keeps no old file: the full file is emptied and starts
+    again, so the log never takes more than the max size, and ``on_emptied`` is told.
     """
 
     def __init__(self, path: str, max_bytes: int, backups: int,
-                 on_replaced: Callable[[str], None]) -> None:
+                 on_replaced: Callable[[str], None],
+                 on_emptied: Callable[[str, int], None]) -> None:
         super().__init__(path, mode="a", maxBytes=max_bytes, backupCount=backups,
                          encoding="utf-8", delay=True)
         self._on_replaced = on_replaced
+        self._on_emptied = on_emptied
         # The open file may end in the middle of a line (a crash, or a cut that failed):
         # then the next line starts with a newline so that it stands on its own.
         self._needs_newline = False
@@ -145,14 +171,43 @@ class _RotatingFile(logging.handlers.RotatingFileHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Append the record's line; raise OSError, with the file unchanged, if that fails."""
-        data = (self.format(record) + self.terminator).encode("utf-8")
+        self.emit_lines([self.format(record)], 0)
+
+    def emit_lines(self, lines: list[str], start: int) -> int:
+        """Append ``lines[start:]`` with one write, as far as the size limit allows
+        them in the current file; the number written.  Raise OSError, with the file
+        unchanged, if the write fails.
+
+        Where each line goes is what writing them one by one would give: the file is
+        rotated (or emptied) before a line that would take a non-empty file past
+        ``maxBytes``, and the write stops before the first line that would, so no
+        file ever holds more than one line past its limit (a line longer than the
+        limit alone in a file) and the next call rotates.  Bytes are counted, not
+        characters.  A max size of 0 means no limit.
+        """
+        first = (lines[start] + self.terminator).encode("utf-8")
         stream, st = self._current()
-        if (self.maxBytes > 0 and self.backupCount > 0 and stat.S_ISREG(st.st_mode)
-                and st.st_size > 0 and st.st_size + len(data) > self.maxBytes):
-            self.doRollover()
+        if (self.maxBytes > 0 and stat.S_ISREG(st.st_mode)
+                and st.st_size > 0 and st.st_size + len(first) > self.maxBytes):
+            if self.backupCount > 0:
+                self.doRollover()
+            else:
+                os.ftruncate(stream.fileno(), 0)
+                self._needs_newline = False
+                self._on_emptied(self.baseFilename, st.st_size)
             stream, st = self._current()
-        if self._needs_newline:
-            data = b"\n" + data
+        parts = [b"\n", first] if self._needs_newline else [first]
+        size = st.st_size + sum(map(len, parts))
+        limit = self.maxBytes if self.maxBytes > 0 and stat.S_ISREG(st.st_mode) else 0
+        end = start + 1
+        while end < len(lines):
+            data = (lines[end] + self.terminator).encode("utf-8")
+            if limit and size + len(data) > limit:
+                break
+            parts.append(data)
+            size += len(data)
+            end += 1
+        data = b"".join(parts)
         fd = stream.fileno()
         view = memoryview(data)
         try:
@@ -163,13 +218,14 @@ class _RotatingFile(logging.handlers.RotatingFileHandler):
                 view = view[written:]
         except OSError:
             if len(view) < len(data) and stat.S_ISREG(st.st_mode):
-                # If this fails the partial line stays; the next file opened then
+                # If this fails the partial lines stay; the next file opened then
                 # starts with a newline, so the records that follow are whole.
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, st.st_size)
             self.close_stream()
             raise
         self._needs_newline = False
+        return end - start
 
 
 class _Gap:
@@ -183,7 +239,8 @@ class _Gap:
         self.ts = ts
 
     def line(self) -> str:
-        return json.dumps({"ts": self.ts, "event": RECORDS_LOST_EVENT, "count": self.count,
+        return json.dumps({"ts": self.ts, "time": rfc3339(self.ts),
+                           "event": RECORDS_LOST_EVENT, "count": self.count,
                            "first_seq": self.first_seq, "last_seq": self.last_seq},
                           separators=(",", ":"))
 
@@ -209,8 +266,43 @@ def _dump(entry: Entry, ensure_ascii: bool) -> tuple[str, bool]:
     return text, converted
 
 
+# The usual entry holds JSON types only: one encoder for all of them (json.dumps with
+# its str() fallback makes a new encoder per call: a fifth of an entry's cost).
+_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _c_encoder() -> Callable[[Entry, int], tuple[str, ...]] | None:
+    """The C encoder behind ``_json_encoder``, made once: ``JSONEncoder.encode`` makes
+    a new one for every call (a third of an entry's encoding).  Its circular-reference
+    markers are a dict it empties as it returns; after a failure they may hold stale
+    ids, so a failure makes a new encoder (``_encode``)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # an interpreter without the C accelerator
+        return None
+    made: Callable[[Entry, int], tuple[str, ...]] = make(
+        {}, _json_encoder.default, json.encoder.encode_basestring, None, ":", ",",
+        False, False, True)
+    return made
+
+
+_c_encode = _c_encoder()
+
+
 def _encode(entry: Entry) -> tuple[str, bool]:
-    text, converted = _dump(entry, ensure_ascii=False)
+    global _c_encode
+    try:
+        if _c_encode is not None:
+            text, converted = "".join(_c_encode(entry, 0)), False
+        else:
+            text, converted = _json_encoder.encode(entry), False
+    except (TypeError, ValueError, RecursionError) as exc:
+        _c_encode = _c_encoder()  # its markers may keep the failed entry's ids
+        if not isinstance(exc, TypeError):
+            raise
+        # A value that is not JSON: written as its str()
+        text, converted = _dump(entry, ensure_ascii=False)
+    if text.isascii():
+        return text, converted
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -236,12 +328,18 @@ class ActivityLog:
         self._subscriber_ids = itertools.count(1)
         self._file: _RotatingFile | None = None
         if path is not None:
-            self._file = _RotatingFile(path, max_bytes, backups, self._file_replaced)
+            self._file = _RotatingFile(path, max_bytes, backups, self._file_replaced,
+                                       self._file_emptied)
         # Lines not yet in the file, oldest first, and gaps where the queue was full.
         self._pending: deque[str | _Gap] = deque()
         self._pending_records = 0
         self._max_pending = max_pending
         self._now = 0.0
+        #: While true, ``record`` leaves the file to ``flush``: the daemon's loop writes
+        #: the entries of a pass together at its end, with one write where the size
+        #: limit allows (an entry written alone cost a quarter of a join).
+        self.batched = False
+        self._time: tuple[float, str] = (math.nan, "")  # the last ts and its RFC 3339 form
         # The current outage, if any: what was said on stderr and what it cost.
         self._failing = False
         self._next_attempt = 0.0
@@ -266,10 +364,14 @@ class ActivityLog:
         stored and written as its str().  Raises ValueError, and records nothing, if a
         field is named seq or ts or cannot be written as JSON (a circular structure).
         """
-        for name in _RESERVED:
-            if name in fields:
-                raise ValueError(f"activity log field name {name!r} is reserved")
-        entry: Entry = {"seq": self._seq + 1, "ts": now, "event": event, **fields}
+        if not _RESERVED_SET.isdisjoint(fields):
+            for name in _RESERVED:
+                if name in fields:
+                    raise ValueError(f"activity log field name {name!r} is reserved")
+        if now != self._time[0]:  # the entries of a pass share their time
+            self._time = (now, rfc3339(now))
+        entry: Entry = {"seq": self._seq + 1, "ts": now, "time": self._time[1],
+                        "event": event, **fields}
         line, converted = _encode(entry)
         if converted:
             entry = json.loads(line)
@@ -280,10 +382,16 @@ class ActivityLog:
             if self._pending_records >= self._max_pending and self._may_try(now):
                 self._flush(now)
             self._enqueue(entry, line, now)
-            if self._may_try(now):
+            if not self.batched and self._may_try(now):
                 self._flush(now)
-        self._notify(entry)
+        if self._subscribers:
+            self._notify(entry)
         return entry
+
+    def flush(self) -> None:
+        """Write what ``record`` queued (while ``batched``), as a record would have."""
+        if self._file is not None and self._pending and self._may_try(self._now):
+            self._flush(self._now)
 
     def tail(self, n: int | None = None) -> list[Entry]:
         """The last ``n`` entries in the ring (all of them if None), oldest first."""
@@ -377,23 +485,28 @@ class ActivityLog:
 
     def _flush(self, now: float) -> None:
         assert self._file is not None
-        while self._pending:
-            item = self._pending[0]
-            line = item if isinstance(item, str) else item.line()
-            record = logging.LogRecord("lanchatd.activity", logging.INFO, __file__, 0,
-                                       line, None, None)
-            try:
-                self._file.emit(record)
-            except OSError as exc:
-                self._failed(now, exc)
-                return
-            self._pending.popleft()
-            if isinstance(item, str):
+        pending = self._pending
+        lines = [item if isinstance(item, str) else item.line() for item in pending]
+        done = 0
+        try:
+            while done < len(lines):
+                done += self._file.emit_lines(lines, done)
+        except OSError as exc:
+            self._written(done)
+            self._failed(now, exc)
+            return
+        self._written(done)
+        if self._failing:
+            self._resumed()
+
+    def _written(self, count: int) -> None:
+        """The first ``count`` queued items are in the file."""
+        pending = self._pending
+        for _ in range(count):
+            if isinstance(pending.popleft(), str):
                 self._pending_records -= 1
                 if self._failing:
                     self._delayed += 1
-        if self._failing:
-            self._resumed()
 
     def _failed(self, now: float, exc: OSError) -> None:
         self._failing = True
@@ -420,6 +533,10 @@ class ActivityLog:
         self._said_full = False
         self._delayed = 0
         self._lost = 0
+
+    def _file_emptied(self, path: str, size: int) -> None:
+        self._say(f"lanchatd: activity log {path} reached log_max_bytes ({size} bytes) and, "
+                  "with log_backups = 0, was emptied: its older entries are gone")
 
     def _file_replaced(self, path: str) -> None:
         self._say(f"lanchatd: activity log {path} was deleted while open; "

@@ -8,22 +8,22 @@ example file ``docs/lanchatd.toml`` lists them all with their meaning.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import json
 import math
 import os
 import re
 import sys
-import textwrap
+import types
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from lanchat import paths
-from lanchat.protocol import chat, discovery
-from lanchatd.states import SERVER_STATES
+from lanchat import i18n, paths
+from lanchat.protocol import vocabulary
+from lanchat.protocol.record import Record
+from lanchat.protocol.vocabulary import SERVER_STATES
 
 DEFAULT_DISCOVERY_ALLOW: tuple[str, ...] = (
     "127.0.0.0/8",
@@ -41,15 +41,18 @@ def _key(section: str, doc: str, *, reloadable: bool = False) -> Any:
     return {"section": section, "doc": doc, "reloadable": reloadable}
 
 
-@dataclass(frozen=True)
-class Config:
+@dataclass(frozen=True, eq=False, repr=False)
+class Config(Record):  # equality, hash, repr: Record
     # [server]
     name: str = field(default="", metadata=_key(
         "server", "Server name shown to clients; empty means the host name.", reloadable=True))
     host: str = field(default="", metadata=_key(
-        "server", "Address the TCP chat port binds to; empty means all interfaces."))
-    port: int = field(default=chat.DEFAULT_PORT, metadata=_key(
+        "server", "Address the TCP chat and web ports bind to; empty (or \"::\") means all "
+        "interfaces, IPv4 and IPv6 (dual-stack); \"0.0.0.0\" means all, IPv4 only."))
+    port: int = field(default=vocabulary.CHAT_PORT, metadata=_key(
         "server", "TCP chat port; 0 picks a free one."))
+    plain: bool = field(default=True, metadata=_key(
+        "server", "Serve the plain-text chat port (port); false leaves only TLS (tls_port)."))
     initial_state: str = field(default="active", metadata=_key(
         "server", "State at start: active, standby or stopped."))
     state_dir: str | None = field(default=None, metadata=_key(
@@ -57,12 +60,14 @@ class Config:
     listen_backlog: int = field(default=1024, metadata=_key(
         "server", "Listen backlog of the TCP chat socket."))
     text_language: str = field(default="en", metadata=_key(
-        "server", "Language of plain-text mode prompts: en or nb.", reloadable=True))
+        "server", "Language of what plain-text members read until they type /lang: a "
+        "catalogue in lanchat/locale (docs/languages.md).", reloadable=True))
 
     # [discovery]
     discovery_host: str = field(default="", metadata=_key(
-        "discovery", "Address the UDP discovery socket binds to; empty means all."))
-    discovery_port: int = field(default=discovery.DEFAULT_PORT, metadata=_key(
+        "discovery", "Address the UDP discovery socket binds to; empty means all, IPv4 "
+        "and IPv6 (it then also hears probes to ff02::1); \"0.0.0.0\" means IPv4 only."))
+    discovery_port: int = field(default=vocabulary.DISCOVERY_PORT, metadata=_key(
         "discovery", "UDP discovery port; 0 picks a free one."))
     discovery_allow: tuple[str, ...] = field(default=DEFAULT_DISCOVERY_ALLOW, metadata=_key(
         "discovery", "Networks whose probes are answered (CIDR list).", reloadable=True))
@@ -72,17 +77,50 @@ class Config:
         "discovery", "Replies one source may get at once before the rate applies.",
         reloadable=True))
 
+    # [tls]
+    tls: bool = field(default=True, metadata=_key(
+        "tls", "Serve chat over TLS on tls_port (same host as the plain port)."))
+    tls_port: int = field(default=vocabulary.TLS_PORT, metadata=_key(
+        "tls", "TCP port of chat over TLS; 0 picks a free one."))
+    tls_cert: str | None = field(default=None, metadata=_key(
+        "tls", "Certificate (PEM) to use instead of the self-signed one made in state_dir; "
+        "needs tls_key."))
+    tls_key: str | None = field(default=None, metadata=_key(
+        "tls", "Private key (PEM, unencrypted) of tls_cert; clients pin its fingerprint."))
+    tls_handshake_timeout: float = field(default=10.0, metadata=_key(
+        "tls", "Seconds a client has to finish the TLS handshake.", reloadable=True))
+
+    # [web]
+    http: bool = field(default=True, metadata=_key(
+        "web", "Serve the browser client (the chat page and its WebSocket) on http_port."))
+    http_port: int = field(default=vocabulary.HTTP_PORT, metadata=_key(
+        "web", "TCP port of the browser client; 0 picks a free one (to turn it off, set "
+        "http = false)."))
+    http_request_timeout: float = field(default=10.0, metadata=_key(
+        "web", "Seconds an HTTP request may take to arrive whole (and an idle page "
+        "connection may stay open) before the connection is closed."))
+    http_host_names: tuple[str, ...] = field(default=(), metadata=_key(
+        "web", "Names the page is served under besides this machine's host name, "
+        "NAME.local, localhost and any IP address (a DNS name such as "
+        "\"chat.school.lan\", or the name a reverse proxy forwards); a request for "
+        "another name is refused, which stops other web sites from reaching the chat "
+        "through DNS rebinding. \"*\" accepts every name.", reloadable=True))
+    https: bool = field(default=False, metadata=_key(
+        "web", "Serve the browser client over HTTPS, with the TLS key and certificate of "
+        "the chat's TLS port (self-signed unless tls_cert is set: browsers warn until "
+        "each person accepts it)."))
+
     # [rooms]
-    pin_min_length: int = field(default=4, metadata=_key(
+    pin_min_length: int = field(default=vocabulary.DEFAULT_PIN_MIN, metadata=_key(
         "rooms", "Fewest digits in a room PIN.", reloadable=True))
-    pin_max_length: int = field(default=12, metadata=_key(
+    pin_max_length: int = field(default=vocabulary.DEFAULT_PIN_MAX, metadata=_key(
         "rooms", "Most digits in a room PIN.", reloadable=True))
     history: int = field(default=50, metadata=_key(
         "rooms", "Messages a newcomer receives from the room's past; 0 disables.",
         reloadable=True))
 
     # [limits]
-    max_line_bytes: int = field(default=4096, metadata=_key(
+    max_line_bytes: int = field(default=vocabulary.DEFAULT_MAX_LINE, metadata=_key(
         "limits", "Longest line a client may send, in bytes, newline included.",
         reloadable=True))
     max_errors: int = field(default=10, metadata=_key(
@@ -96,14 +134,22 @@ class Config:
         "limits", "Seconds a pinged client has to answer before it is disconnected.",
         reloadable=True))
     message_rate: float = field(default=5.0, metadata=_key(
-        "limits", "Messages per second one connection may send (sustained).",
+        "limits", "Lines per second one connection may send (sustained); faster ones are "
+        "read at this pace.",
         reloadable=True))
     message_burst: int = field(default=20, metadata=_key(
-        "limits", "Messages one connection may send at once before the rate applies.",
+        "limits", "Lines one connection may send at once before the rate applies.",
         reloadable=True))
     output_buffer_bytes: int = field(default=1048576, metadata=_key(
         "limits", "Unsent bytes a connection may have queued before it is disconnected.",
         reloadable=True))
+    flood_timeout: float = field(default=30.0, metadata=_key(
+        "limits", "Seconds a connection may keep sending faster than message_rate "
+        "(its lines read at that pace meanwhile) before it is disconnected.",
+        reloadable=True))
+    output_total_bytes: int = field(default=67108864, metadata=_key(
+        "limits", "Unsent bytes all connections together may have queued; past it the "
+        "slowest readers are disconnected.", reloadable=True))
     max_connections: int = field(default=10000, metadata=_key(
         "limits", "Connections in total (chat clients).", reloadable=True))
     max_connections_per_address: int = field(default=100, metadata=_key(
@@ -114,6 +160,13 @@ class Config:
     join_burst: int = field(default=10, metadata=_key(
         "limits", "Join attempts one address may make at once before the rate applies.",
         reloadable=True))
+    connection_rate: float = field(default=5.0, metadata=_key(
+        "limits", "Connections per second one address may open (sustained); its network "
+        "(/24, /64) 4 times as many, all addresses together 16 times. Past it a new "
+        "connection is told busy and closed.", reloadable=True))
+    connection_burst: int = field(default=100, metadata=_key(
+        "limits", "Connections one address may open at once before the rate applies.",
+        reloadable=True))
 
     # [log]
     log_file: str | None = field(default=None, metadata=_key(
@@ -121,11 +174,17 @@ class Config:
     log_max_bytes: int = field(default=1048576, metadata=_key(
         "log", "Size at which the activity log file is rotated.", reloadable=True))
     log_backups: int = field(default=5, metadata=_key(
-        "log", "Rotated activity log files kept.", reloadable=True))
+        "log", "Rotated activity log files kept (activity.log.1 ...). With 0 none is kept: "
+        "a full file is emptied and starts again, so the log never takes more than "
+        "log_max_bytes, and the daemon says so on stderr each time.", reloadable=True))
     log_ring_size: int = field(default=1000, metadata=_key(
         "log", "Activity log entries kept in memory.", reloadable=True))
     log_messages: bool = field(default=False, metadata=_key(
-        "log", "Also record the text of chat messages in the activity log.", reloadable=True))
+        "log", "Also record the text of room messages in the activity log.", reloadable=True))
+    log_private_messages: bool = field(default=False, metadata=_key(
+        "log", "Also record the text of private messages (/msg) in the activity log; a "
+        "switch of its own, since people expect those to stay between the two of them.",
+        reloadable=True))
 
     # [control]
     control_socket: str | None = field(default=None, metadata=_key(
@@ -134,6 +193,20 @@ class Config:
     control_group: str = field(default="lanchat", metadata=_key(
         "control", "Group given access to the control socket when run as root or a "
         "system user."))
+    control_watch_group: str = field(default="", metadata=_key(
+        "control", "Group whose members may watch (status, rooms, users, log) but not act, "
+        "given the control socket by an ACL; empty: none. Members of control_group still "
+        "administer."))
+    control_hello_timeout: float = field(default=10.0, metadata=_key(
+        "control", "Seconds a control connection has to send its hello.", reloadable=True))
+    control_idle_timeout: float = field(default=600.0, metadata=_key(
+        "control", "Seconds a control connection may stay silent (a log follower may "
+        "always).", reloadable=True))
+    control_max_connections: int = field(default=128, metadata=_key(
+        "control", "Control connections served at once. When all are taken, a newcomer "
+        "takes the place of the one silent longest (no hello, else the oldest last "
+        "request), which is told idle_timeout; half of them at most may follow the log.",
+        reloadable=True))
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -150,15 +223,11 @@ class Config:
 # the line, so the administrator can go straight to it.
 # --------------------------------------------------------------------------------------
 
-if sys.version_info >= (3, 11):
-    import tomllib as _toml
-else:
-    import tomli as _toml
-
 DEFAULT_CONFIG_PATH = paths.DAEMON_CONFIG
 CONFIG_FILE_NAME = paths.DAEMON_CONFIG_NAME
 STATES: tuple[str, ...] = SERVER_STATES
-TEXT_LANGUAGES: tuple[str, ...] = ("en", "nb")
+#: A language with a catalogue (lanchat/locale): adding a .po adds a choice here.
+TEXT_LANGUAGES: tuple[str, ...] = i18n.LANGUAGES
 PIN_LENGTH_LIMIT = 64
 SERVER_NAME_MAX_CHARS = 64
 # sun_path in struct sockaddr_un is 108 bytes on Linux, terminating NUL included.
@@ -251,8 +320,9 @@ def resolve_paths(config: Config, environ: Mapping[str, str] = os.environ) -> Co
 
     Under systemd the unit's LogsDirectory=, StateDirectory= and RuntimeDirectory= are
     passed as $LOGS_DIRECTORY etc. (several paths are colon-separated; the first is
-    ours).  Otherwise the user's directories from platformdirs are used, so the daemon
-    runs without root.
+    ours).  Otherwise the user's directories are used (lanchat.paths), so the daemon
+    runs without root; ConfigError when the user has no runtime directory for the
+    control socket.
     """
     changes: dict[str, str] = {}
     if config.log_file is None:
@@ -263,7 +333,10 @@ def resolve_paths(config: Config, environ: Mapping[str, str] = os.environ) -> Co
                                 or paths.user_dir("state"))
     if config.control_socket is None:
         # One rule for the daemon and lanchatctl, which must find the same socket.
-        changes["control_socket"] = paths.daemon_control_socket(environ)
+        try:
+            changes["control_socket"] = paths.daemon_control_socket(environ)
+        except paths.NoRuntimeDir as exc:
+            raise ConfigError(str(exc), key="control_socket") from None
     return config.replace(**changes) if changes else config
 
 
@@ -300,10 +373,24 @@ def _read_text(path: str, explicit_path: bool) -> str | None:
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 
 
+def _toml_library() -> types.ModuleType:
+    """tomllib (tomli before 3.11), imported only when there is a file to read: 3 ms of
+    imports and regexes that the built-in defaults do not need."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli
+
+    return tomli
+
+
 def _parse(text: str, path: str) -> dict[str, Any]:
+    toml = _toml_library()
     try:
-        return _toml.loads(text)
-    except _toml.TOMLDecodeError as exc:
+        document: dict[str, Any] = toml.loads(text)
+        return document
+    except toml.TOMLDecodeError as exc:
         message = str(exc).splitlines()[0] if str(exc) else "syntax error"
         match = _TOML_POSITION.search(message)
         if match is None:
@@ -379,6 +466,8 @@ def _default_error(key: str) -> Callable[[str], ConfigError]:
 
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
+    import difflib  # only for a misspelt key: an error path
+
     close = difflib.get_close_matches(word, choices, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -534,6 +623,17 @@ def _networks_problem(value: Any) -> str | None:
     return None
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}[A-Za-z0-9_])?"
+                        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}[A-Za-z0-9_])?)*\.?")
+
+
+def _host_names_problem(value: Any) -> str | None:
+    for item in value:
+        if item != "*" and (len(item) > 253 or not _HOST_NAME.fullmatch(item)):
+            return f"{item!r} is not a host name"
+    return None
+
+
 _PORT = _between(0, 65535)
 _PIN_LENGTH = _between(1, PIN_LENGTH_LIMIT)
 _PATH = _Rule("a non-empty path", _path_problem)
@@ -549,6 +649,16 @@ _RULES: dict[str, _Rule] = {
     "listen_backlog": _at_least(1),
     "text_language": _one_of(*TEXT_LANGUAGES),
     "discovery_port": _PORT,
+    "tls_port": _PORT,
+    "tls_cert": _PATH,
+    "tls_key": _PATH,
+    "tls_handshake_timeout": _POSITIVE,
+    "http_port": _PORT,
+    "http_request_timeout": _POSITIVE,
+    "http_host_names": _Rule(
+        'host names such as "chat.school.lan" (no scheme, port or path), or "*"',
+        _host_names_problem,
+    ),
     "discovery_allow": _Rule(
         'networks such as "192.168.0.0/16" or "fe80::/10" (an address alone is one host)',
         _networks_problem,
@@ -566,10 +676,14 @@ _RULES: dict[str, _Rule] = {
     "message_rate": _POSITIVE,
     "message_burst": _at_least(1),
     "output_buffer_bytes": _at_least(1),
+    "flood_timeout": _POSITIVE,
+    "output_total_bytes": _at_least(1),
     "max_connections": _at_least(1),
     "max_connections_per_address": _at_least(1),
     "join_rate": _POSITIVE,
     "join_burst": _at_least(1),
+    "connection_rate": _POSITIVE,
+    "connection_burst": _at_least(1),
     "log_file": _PATH,
     "log_max_bytes": _at_least(1),
     "log_backups": _at_least(0),
@@ -577,6 +691,9 @@ _RULES: dict[str, _Rule] = {
     "control_socket": _Rule(
         f"a non-empty path of at most {UNIX_PATH_MAX} bytes", _socket_path_problem
     ),
+    "control_hello_timeout": _POSITIVE,
+    "control_idle_timeout": _POSITIVE,
+    "control_max_connections": _at_least(1),
 }
 
 
@@ -584,6 +701,12 @@ def _check_together(
     values: Mapping[str, Any], error_for: Callable[[str], Callable[[str], ConfigError]]
 ) -> None:
     """Rules that involve more than one key."""
+    if not values.get("plain", True) and not values.get("tls", True):
+        key = "plain" if "plain" in values else "tls"
+        raise error_for(key)("plain = false and tls = false leave no chat port to serve")
+    if ("tls_cert" in values) != ("tls_key" in values):
+        key = "tls_cert" if "tls_cert" in values else "tls_key"
+        raise error_for(key)("tls_cert and tls_key go together: set both or neither")
     low = values.get("pin_min_length", FIELDS["pin_min_length"].default)
     high = values.get("pin_max_length", FIELDS["pin_max_length"].default)
     if low > high:
@@ -602,6 +725,8 @@ _EXAMPLES: dict[str, Any] = {
     "state_dir": "/var/lib/lanchatd",
     "log_file": "/var/log/lanchatd/activity.log",
     "control_socket": "/run/lanchatd/control.sock",
+    "tls_cert": "/etc/lanchat/tls-cert.pem",
+    "tls_key": "/etc/lanchat/tls-key.pem",
 }
 
 _EXAMPLE_HEADER = f"""\
@@ -637,6 +762,8 @@ def _toml_value(value: Any) -> str:
 
 
 def _comment(text: str) -> list[str]:
+    import textwrap  # only to write the example file
+
     return textwrap.wrap(text, width=86, initial_indent="# ", subsequent_indent="# ")
 
 

@@ -17,20 +17,43 @@ bounded like a chat connection:
   ``OUTPUT_LIMIT`` bytes no further request is read or served (a client that sends
   without reading only stalls itself); a ``log --follow`` reader whose buffer is past
   the limit when a new entry arrives is dropped, since entries cannot wait.
-* Time: a connection that has not said hello within ``HELLO_TIMEOUT`` seconds, or has
-  sent nothing for ``IDLE_TIMEOUT`` seconds while not following the log, is told so
-  and closed (timers from ``Loop.add_timer``; nothing scans connections).
+* Time: a connection that has not said hello within ``control_hello_timeout`` seconds,
+  or has sent no request for ``control_idle_timeout`` seconds while not following the
+  log, is told so and closed (timers from the loop's ``add_timer``; nothing scans
+  connections).  At most ``control_max_connections`` are served at once.  When all
+  are taken, a newcomer takes the place of the connection that has been silent longest
+  (no hello yet first, else no request for the longest; not following the log, nothing
+  being answered),
+  which is told ``idle_timeout`` and closed: an administrator who runs lanchatctl
+  gets in at once, whatever a script left open (128 silent connections used to lock
+  them out until their timeouts).  Log followers are not silent, so they may take at
+  most half of the places (``follower_limit``); past it a ``log --follow`` is told
+  ``busy``.  Only when every place is being answered is a newcomer told ``busy``.
+  These three are keys of ``[control]`` in the configuration.
 * Faults: a malformed request gets an error reply, and ``MAX_ERRORS`` of them close the
   connection; a bug while serving one request becomes an ``internal_error`` reply for
   that request; a handler exception caught by the loop lands in ``fail``, which closes
   that one connection.
 
+What a request does is decided in lanchatd/admin.py, which touches no socket: this
+module decodes, hands each request to ``admin.run`` with the connection's ``Session``,
+and carries out the ``Outcome`` (queue the reply, let the loop apply the chat effects,
+start or end a log stream).  The loop is reached only through ``Host``, the typed
+list of what this module uses of it, so this module does not import the loop.
+
+Loaded late: the control protocol's codec and requests (lanchat.protocol.control) and
+the commands (lanchatd/admin.py) are imported by the first control connection, not at
+start: their forty-odd dataclasses are about 8 ms of a start that serves no
+administrator yet (docs/performance.md, "Start to ready").
+
 Who asked: the kernel tells us the peer's uid and pid (SO_PEERCRED) at accept, and that
 becomes the ``actor`` the core writes into the activity log with every admin action.
 
-The socket file: created with mode 0660 and, when the daemon runs as root or as a system
-user, given to the group ``[control] control_group`` (``lanchat``), so that members of
-that group can administer without sudo.  A socket file left by a daemon that died is
+The socket file: when the daemon runs as root or as a system user, created with mode
+0660 and given to the group ``[control] control_group`` (``lanchat``), so that members
+of that group can administer without sudo.  An ordinary user's daemon makes it 0600:
+the file would otherwise keep that user's primary group (or its directory's), and any
+other member of that group could stop the server.  A socket file left by a daemon that died is
 replaced; one a live daemon answers on is never taken over (the start fails and says
 so).  Under socket activation systemd hands us the listening socket ready-made, with
 its own mode and group, and keeps the file when we stop.
@@ -44,74 +67,76 @@ import grp
 import json
 import os
 import pwd
+import selectors
 import socket
 import stat
 import struct
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from lanchat import __version__, paths
-from lanchat.protocol import rules
-from lanchat.protocol.control import (
-    MAX_REQUEST_BYTES,
-    Announce,
-    Cancel,
-    CloseRoom,
-    Code,
-    ConnectionClosed,
-    ControlError,
-    Failure,
-    Hello,
-    Incoming,
-    Kick,
-    Log,
-    Ok,
-    Reload,
-    Request,
-    Rooms,
-    ServerConnection,
-    SetState,
-    Status,
-    StreamEnd,
-    Users,
-    encode_entry,
-    encode_reply,
-    stream_item,
-)
-from lanchatd.core import AdminError
-from lanchatd.loop import READ, WRITE, BindError, Handler, Loop, diag, sock_address
-from lanchatd.states import SERVER_STATE_RULES
+from lanchat import paths
+from lanchatd import access
+from lanchatd.activity import ActivityLog
+from lanchatd.config import Config
+from lanchatd.core import Effects
+from lanchatd.discovery import DiscoveryResponder
+from lanchatd.support import BindError, diag, sock_address
 
-HELLO_TIMEOUT = 10.0
-IDLE_TIMEOUT = 600.0
+if TYPE_CHECKING:
+    from lanchat.protocol.control import Failure, Incoming, Request
+    from lanchatd import admin
+
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
+# The time and connection limits are the [control] keys of the configuration
+# (control_hello_timeout, control_idle_timeout, control_max_connections).
 OUTPUT_LIMIT = 1 << 20
-MAX_CONNECTIONS = 128
 MAX_ERRORS = 10
 REQUESTS_PER_PASS = 32
 RECV_SIZE = 65536
 ACCEPT_BATCH = 32
 ACCEPT_PAUSE = 0.5
-SOCKET_MODE = 0o660
+ABORT_LINGER = 2.0  # how long a closing connection may take to read its last reply
+SOCKET_MODE = 0o660  # a system daemon's: its owner and control_group
+USER_SOCKET_MODE = 0o600  # an ordinary user's daemon: that user alone
 LISTEN_BACKLOG = 64
 PROBE_TIMEOUT = 1.0
 SYSTEM_UID_MAX = 999  # Debian's SYS_UID_MAX: uids up to this one are system users
 
-# The core's AdminError codes, as numbered protocol errors.
-ADMIN_CODES: Mapping[str, Code] = {
-    "unknown_room": Code.UNKNOWN_ROOM,
-    "unknown_user": Code.UNKNOWN_USER,
-    "bad_state": Code.BAD_VALUE,
-    "bad_value": Code.BAD_VALUE,
-}
 
+class Host(Protocol):
+    """What the control server needs from the loop that runs it (lanchatd/loop.py).
 
-class Refused(Exception):
-    """A request the daemon understood and will not do (becomes a Failure reply)."""
+    The loop passes itself; mypy checks here that it has all of this, and the control
+    server never imports the loop.
+    """
 
-    def __init__(self, code: Code, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    @property
+    def config(self) -> Config: ...
+    @property
+    def environ(self) -> Mapping[str, str]: ...
+    @property
+    def selector(self) -> selectors.BaseSelector: ...
+    @property
+    def core(self) -> admin.ChatAdmin: ...
+    @property
+    def activity(self) -> ActivityLog: ...
+    @property
+    def discovery(self) -> DiscoveryResponder: ...
+    @property
+    def tcp(self) -> socket.socket | None: ...
+    @property
+    def udp(self) -> socket.socket | None: ...
+    @property
+    def tls(self) -> socket.socket | None: ...
+    @property
+    def tls_fingerprint(self) -> str | None: ...
+    @property
+    def http(self) -> socket.socket | None: ...
+    def add_timer(self, when: float, callback: Callable[[float], None]) -> object:
+        """Call ``callback(now)`` once ``now`` reaches ``when`` (what it returns is unused)."""
+    def apply(self, fx: Effects) -> None: ...
+    def reload(self, actor: str, now: float) -> tuple[bool, str, list[str], list[str]]: ...
 
 
 # --------------------------------------------------------------------------- the socket
@@ -216,8 +241,15 @@ def _give_group(path: str, group: str) -> None:
              f"({exc.strerror or exc}); only {user} can use it")
 
 
+def socket_mode(uid: int) -> int:
+    """The control socket's mode for a daemon running as ``uid``: a group's only for
+    a system daemon, which hands it to ``control_group`` (``_give_group``)."""
+    return SOCKET_MODE if uid <= SYSTEM_UID_MAX else USER_SOCKET_MODE
+
+
 def open_control_socket(path: str, group: str) -> socket.socket:
-    """Bind and listen on ``path`` (mode 0660, group ``group``); raise BindError."""
+    """Bind and listen on ``path`` (``socket_mode``, group ``group`` for a system
+    daemon); raise BindError."""
     directory = os.path.dirname(path) or "."
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
@@ -230,7 +262,7 @@ def open_control_socket(path: str, group: str) -> socket.socket:
     old_umask = os.umask(0o177)  # nobody else may connect before the chmod below
     try:
         sock.bind(path)
-        os.chmod(path, SOCKET_MODE)
+        os.chmod(path, socket_mode(os.geteuid()))
         _give_group(path, group)
         sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
@@ -247,10 +279,13 @@ def open_control_socket(path: str, group: str) -> socket.socket:
 # --------------------------------------------------------------------------- connections
 
 
-class ControlConnection(Handler):
+class ControlConnection:
     """One lanchatctl (or other client) connected to the control socket."""
 
     def __init__(self, server: ControlServer, sock: socket.socket, now: float) -> None:
+        from lanchat.protocol.control import MAX_REQUEST_BYTES, ServerConnection
+        from lanchatd import admin
+
         self.server = server
         self.sock = sock
         self.codec = ServerConnection(MAX_REQUEST_BYTES)
@@ -261,11 +296,21 @@ class ControlConnection(Handler):
         self.eof = False
         self.backlog = False  # whole requests may be waiting in the codec
         self.errors = 0
-        self.stream_id: int | None = None
+        server.accepted += 1
+        self.number = server.accepted  # order of arrival, among those of one pass
         self.created = now
         self.last_active = now
-        self.hello_done = False
-        self.actor = describe_peer(peer_credentials(sock))
+        creds = peer_credentials(sock)
+        config = server.host.config
+        self.session = admin.Session(
+            describe_peer(creds),
+            role=access.role(creds, access.peer_groups(sock), config.control_group,
+                             config.control_watch_group),
+            admin_group=config.control_group)
+
+    @property
+    def actor(self) -> str:
+        return self.session.actor
 
     # -- selector callbacks ----------------------------------------------------------
 
@@ -297,6 +342,8 @@ class ControlConnection(Handler):
         """The loop caught an exception from this connection's handler."""
         if self.closed:
             return
+        from lanchat.protocol.control import Code, Failure
+
         self.server.record(now, "internal_error", self, detail=detail[:300])
         self.abort(now, Failure(None, Code.INTERNAL_ERROR,
                                 "lanchatd failed while serving this connection "
@@ -306,6 +353,14 @@ class ControlConnection(Handler):
 
     def process(self, now: float) -> None:
         """Serve the whole requests the codec holds, within this pass's share."""
+        from lanchat.protocol.control import (
+            Code,
+            ConnectionClosed,
+            ControlError,
+            Failure,
+            ServerConnection,
+        )
+
         served = 0
         self.backlog = False
         while not self.closed and not self.closing:
@@ -338,6 +393,7 @@ class ControlConnection(Handler):
                 break
             served += 1
             self.last_active = now
+            self.session.version = self.codec.version
             self.server.dispatch(self, event, now)
         self.update_interest()
 
@@ -349,11 +405,13 @@ class ControlConnection(Handler):
 
     def abort(self, now: float, failure: Failure) -> None:
         """Say why in one last reply, then close once it is written."""
+        from lanchat.protocol.control import encode_reply
+
         self.server.stop_stream(self)
         self.queue(encode_reply(failure))
         self.closing = True
         self.update_interest()
-        self.server.loop.add_timer(now + 2.0, lambda _now: self.close_now())
+        self.server.host.add_timer(now + ABORT_LINGER, lambda _now: self.close_now())
 
     # -- output and the selector -----------------------------------------------------
 
@@ -385,7 +443,7 @@ class ControlConnection(Handler):
             return
         if mask != self.mask:
             self.mask = mask
-            self.server.loop.selector.modify(self.sock, mask, self)
+            self.server.host.selector.modify(self.sock, mask, self)
 
     def close_now(self) -> None:
         if self.closed:
@@ -393,38 +451,46 @@ class ControlConnection(Handler):
         self.closed = True
         self.server.forget(self)
         with contextlib.suppress(KeyError, ValueError):
-            self.server.loop.selector.unregister(self.sock)
+            self.server.host.selector.unregister(self.sock)
         self.sock.close()
 
     def check_idle(self, now: float) -> None:
         """Timer: close a connection that never said hello, or went quiet."""
         if self.closed or self.closing:
             return
-        if not self.hello_done:
-            deadline = self.created + HELLO_TIMEOUT
-            what = f"no hello within {HELLO_TIMEOUT:g} seconds"
-        elif self.stream_id is not None:
-            deadline = now + IDLE_TIMEOUT  # following the log is not idling
+        config = self.server.host.config
+        hello_timeout = config.control_hello_timeout
+        idle_timeout = config.control_idle_timeout
+        if not self.session.hello_done:
+            deadline = self.created + hello_timeout
+            what = f"no hello within {hello_timeout:g} seconds"
+        elif self.session.stream_id is not None:
+            deadline = now + idle_timeout  # following the log is not idling
             what = ""
         else:
-            deadline = self.last_active + IDLE_TIMEOUT
-            what = f"no request for {IDLE_TIMEOUT:g} seconds"
+            deadline = self.last_active + idle_timeout
+            what = f"no request for {idle_timeout:g} seconds"
         if now < deadline:
-            self.server.loop.add_timer(deadline, self.check_idle)
+            self.server.host.add_timer(deadline, self.check_idle)
             return
+        from lanchat.protocol.control import Code, Failure
+
         self.server.record(now, "control_closed", self, reason="idle_timeout", detail=what)
         self.abort(now, Failure(None, Code.IDLE_TIMEOUT, f"Closing: {what}."))
 
 
-class _Listener(Handler):
+class _Listener:
     def __init__(self, server: ControlServer) -> None:
         self.server = server
 
     def on_readable(self, now: float) -> None:
         self.server.accept(now)
 
+    def on_writable(self, now: float) -> None:  # pragma: no cover - watched for reading
+        pass
+
     def fail(self, now: float, detail: str) -> None:
-        self.server.loop.activity.record(now, "internal_error", where="control socket",
+        self.server.host.activity.record(now, "internal_error", where="control socket",
                                          detail=detail[:300])
 
 
@@ -432,40 +498,85 @@ class _Listener(Handler):
 
 
 class ControlServer:
-    """The listening control socket and its connections; the loop's ``control``."""
+    """The listening control socket and its connections; the loop's ``control``.
 
-    def __init__(self, loop: Loop, inherited: socket.socket | None) -> None:
-        self.loop = loop
+    It is also the ``admin.Daemon`` the commands see: a view of ``host`` narrowed to
+    what they may use.
+    """
+
+    def __init__(self, host: Host, inherited: socket.socket | None) -> None:
+        self.host = host
         self.conns: set[ControlConnection] = set()
         self.dirty: set[ControlConnection] = set()
         self.followers: dict[ControlConnection, int] = {}
         self.to_drop: list[ControlConnection] = []
         self.accept_failing = False  # out of descriptors, said once until it recovers
+        self.accepted = 0  # control connections accepted so far
         self._inode: int | None = None  # of the socket file we made (None: systemd's)
+        self._commands: dict[type[Request], admin.Command[Any]] | None = None
         if inherited is not None:
             self.sock = inherited
             name = inherited.getsockname()
             self.path = name.decode() if isinstance(name, bytes) else str(name)
         else:
-            self.path = loop.config.control_socket or paths.daemon_control_socket(
-                loop.environ)
-            self.sock = open_control_socket(self.path, loop.config.control_group)
+            self.path = host.config.control_socket or paths.daemon_control_socket(
+                host.environ)
+            self.sock = open_control_socket(self.path, host.config.control_group)
             self._inode = os.stat(self.path).st_ino
         self.sock.setblocking(False)
+        access.grant_watchers(self.path, host.config.control_watch_group, diag)
         self._listener = _Listener(self)
-        loop.selector.register(self.sock, READ, self._listener)
-        self._unsubscribe = loop.activity.subscribe(self._on_entry)
-        self._handlers: dict[type[Request], Callable[[ControlConnection, Any, float],
-                                                     dict[str, Any] | None]] = {
-            Hello: self._hello, Status: self._status, Rooms: self._rooms,
-            Users: self._users, SetState: self._set_state, CloseRoom: self._close,
-            Kick: self._kick, Announce: self._announce, Log: self._log,
-            Reload: self._reload, Cancel: self._cancel,
-        }
+        host.selector.register(self.sock, READ, self._listener)
+        self._unsubscribe = host.activity.subscribe(self._on_entry)
+
+    @property
+    def commands(self) -> dict[type[Request], admin.Command[Any]]:
+        """The command table (a test may replace a row), made when first needed."""
+        if self._commands is None:
+            from lanchatd import admin
+
+            self._commands = dict(admin.COMMANDS)
+        return self._commands
+
+    # -- admin.Daemon ----------------------------------------------------------------
+
+    @property
+    def chat(self) -> admin.ChatAdmin:
+        return self.host.core
+
+    @property
+    def log(self) -> admin.LogMemory:
+        return self.host.activity
+
+    def surroundings(self) -> admin.Surroundings:
+        from lanchatd import admin
+
+        host = self.host
+        addresses = {}
+        if host.tcp is not None:
+            addresses["tcp"] = sock_address(host.tcp)
+        if host.udp is not None:
+            addresses["udp"] = sock_address(host.udp)
+        if host.tls is not None:
+            addresses["tls"] = sock_address(host.tls)
+        if host.http is not None:
+            addresses["http"] = sock_address(host.http)
+        addresses["control"] = self.path
+        return admin.Surroundings(
+            pid=os.getpid(), addresses=addresses, discovery=dict(host.discovery.counters),
+            control_connections=len(self.conns), log_file=host.activity.path,
+            tls_fingerprint=host.tls_fingerprint)
+
+    def reload(self, actor: str, now: float) -> admin.Reloaded:
+        from lanchatd import admin
+
+        ok, message, changed, needs_restart = self.host.reload(actor, now)
+        return admin.Reloaded(ok, message, changed, needs_restart)
 
     # -- the loop's interface --------------------------------------------------------
 
     def accept(self, now: float) -> None:
+        host = self.host
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, _addr = self.sock.accept()
@@ -477,8 +588,8 @@ class ControlServer:
                         self.accept_failing = True
                         diag(f"cannot accept control connections: {exc.strerror}; "
                              f"retrying every {ACCEPT_PAUSE:g} s")
-                    self.loop.selector.unregister(self.sock)
-                    self.loop.add_timer(now + ACCEPT_PAUSE, self._resume_accept)
+                    host.selector.unregister(self.sock)
+                    host.add_timer(now + ACCEPT_PAUSE, self._resume_accept)
                     return
                 if exc.errno == errno.ECONNABORTED:
                     continue
@@ -487,21 +598,52 @@ class ControlServer:
                 self.accept_failing = False
                 diag("accepting control connections again")
             sock.setblocking(False)
-            if len(self.conns) >= MAX_CONNECTIONS:
+            limit = host.config.control_max_connections
+            if len(self.conns) >= limit:
+                self._make_room(now)
+            if len(self.conns) >= limit:
+                from lanchat.protocol.control import Code, Failure, encode_reply
+
                 with contextlib.suppress(OSError):
                     sock.send(encode_reply(Failure(
-                        None, Code.BUSY, f"lanchatd already serves {MAX_CONNECTIONS} "
+                        None, Code.BUSY, f"lanchatd already serves {limit} "
                         "control connections; try again when some have closed.")))
                 sock.close()
                 continue
             conn = ControlConnection(self, sock, now)
             self.conns.add(conn)
-            self.loop.selector.register(sock, READ, conn)
-            self.loop.add_timer(now + HELLO_TIMEOUT, conn.check_idle)
+            host.selector.register(sock, READ, conn)
+            host.add_timer(now + host.config.control_hello_timeout, conn.check_idle)
+
+    def _make_room(self, now: float) -> None:
+        """Every place is taken: close the connection silent longest, if one is (see
+        the module's docstring).  A linear scan, only when all places are taken."""
+        silent = [c for c in self.conns
+                  if not (c.closing or c.closed or c.out or c.backlog or c in self.followers)]
+        if not silent:
+            return
+        # One that never said hello first (it would meet its hello timeout anyway), then
+        # the one whose last request is oldest.
+        oldest = min(silent, key=lambda c: (c.session.hello_done, c.last_active, c.number))
+        from lanchat.protocol.control import Code, Failure
+
+        what = ("no hello" if not oldest.session.hello_done else
+                f"no request for {now - oldest.last_active:.0f} seconds")
+        self.record(now, "control_closed", oldest, reason="idle_timeout",
+                    detail=f"{what}, and a new connection needed its place")
+        oldest.abort(now, Failure(None, Code.IDLE_TIMEOUT, (
+            f"Closing: {what}, and all {len(self.conns)} control connections were taken "
+            "when another one came; the one silent longest makes room.")))
+        oldest.flush()
+        oldest.close_now()  # its place now, not once its goodbye is read
+
+    def follower_limit(self) -> int:
+        """Log followers served at once: half the places, so others always find one."""
+        return max(1, self.host.config.control_max_connections // 2)
 
     def _resume_accept(self, _now: float) -> None:
         with contextlib.suppress(KeyError, ValueError, OSError):
-            self.loop.selector.register(self.sock, READ, self._listener)
+            self.host.selector.register(self.sock, READ, self._listener)
 
     def after_pass(self, now: float) -> None:
         """End of a loop pass: drop followers that stopped reading, write the replies."""
@@ -522,6 +664,9 @@ class ControlServer:
         """The daemon is stopping: end streams, close everything, remove our socket file."""
         self._unsubscribe()
         for conn in list(self.conns):
+            # Loaded already by the connection's start: a dictionary lookup.
+            from lanchat.protocol.control import Code, Failure, StreamEnd, encode_reply
+
             stream_id = self.followers.pop(conn, None)
             if stream_id is not None:
                 conn.queue(encode_reply(StreamEnd(stream_id, "shutdown",
@@ -532,7 +677,7 @@ class ControlServer:
             conn.flush()
             conn.close_now()
         with contextlib.suppress(KeyError, ValueError):
-            self.loop.selector.unregister(self.sock)
+            self.host.selector.unregister(self.sock)
         self.sock.close()
         if self._inode is not None:
             try:
@@ -546,20 +691,21 @@ class ControlServer:
     def forget(self, conn: ControlConnection) -> None:
         self.conns.discard(conn)
         self.dirty.discard(conn)
-        self.followers.pop(conn, None)
-        conn.stream_id = None
+        self.stop_stream(conn)
 
     def record(self, now: float, event: str, conn: ControlConnection, **fields: Any) -> None:
-        self.loop.activity.record(now, event, actor=conn.actor, **fields)
+        self.host.activity.record(now, event, actor=conn.actor, **fields)
 
     def stop_stream(self, conn: ControlConnection) -> None:
         self.followers.pop(conn, None)
-        conn.stream_id = None
+        conn.session.stream_id = None
 
     def _on_entry(self, entry: dict[str, Any]) -> None:
         """Activity-log subscriber: one JSON encoding, copied to every follower."""
         if not self.followers:
             return
+        from lanchat.protocol.control import encode_entry, stream_item
+
         encoded = encode_entry(entry)
         for conn, stream_id in list(self.followers.items()):
             if len(conn.out) > OUTPUT_LIMIT:
@@ -571,16 +717,23 @@ class ControlServer:
             conn.queue(stream_item(stream_id, encoded))
 
     def dispatch(self, conn: ControlConnection, incoming: Incoming, now: float) -> None:
+        """Serve one request (lanchatd/admin.py decides) and carry out its outcome."""
+        from lanchat.protocol.control import Code, Failure, encode_reply
+        from lanchatd import admin
+
         request = incoming.request
+        if getattr(request, "follow", False) is True and conn.session.hello_done \
+                and conn not in self.followers \
+                and len(self.followers) >= self.follower_limit():
+            limit = self.follower_limit()
+            self.record(now, "control_closed", conn, reason="busy",
+                        detail=f"{limit} log followers already")
+            conn.abort(now, Failure(incoming.id, Code.BUSY, (
+                f"lanchatd already streams the log to {limit} followers (half of "
+                "control_max_connections); try again when one has stopped.")))
+            return
         try:
-            result = self._handlers[type(request)](conn, request, now)
-        except AdminError as exc:
-            code = ADMIN_CODES.get(exc.code, Code.BAD_VALUE)
-            conn.queue(encode_reply(Failure(incoming.id, code, exc.message)))
-            return
-        except Refused as exc:
-            conn.queue(encode_reply(Failure(incoming.id, exc.code, exc.message)))
-            return
+            outcome = admin.run(self, conn.session, incoming, now, self.commands)
         except Exception as exc:  # a bug: this request fails, the daemon goes on
             detail = f"{type(exc).__name__}: {exc}"
             diag(f"internal error serving control request {request.CMD}: {detail}")
@@ -589,107 +742,11 @@ class ControlServer:
                 incoming.id, Code.INTERNAL_ERROR, f"lanchatd failed while doing "
                 f"{request.CMD} ({detail[:200]}); it may be partly done, check status.")))
             return
-        if result is not None:
-            conn.queue(encode_reply(Ok(incoming.id, result)))
-        if isinstance(request, Log) and request.follow:
-            conn.stream_id = incoming.id
+        if outcome.stream_end is not None:
+            self.followers.pop(conn, None)
+            conn.queue(encode_reply(outcome.stream_end))
+        conn.queue(encode_reply(outcome.reply))
+        if outcome.effects is not None:
+            self.host.apply(outcome.effects)
+        if outcome.follow:
             self.followers[conn] = incoming.id
-
-    # -- the commands ----------------------------------------------------------------
-
-    def _hello(self, conn: ControlConnection, request: Hello, now: float) -> dict[str, Any]:
-        conn.hello_done = True
-        core = self.loop.core
-        return {"version": conn.codec.version, "server": f"lanchatd/{__version__}",
-                "server_id": core.server_id, "name": core.server_name, "pid": os.getpid(),
-                "actor": conn.actor}
-
-    def _status(self, conn: ControlConnection, request: Status, now: float) -> dict[str, Any]:
-        loop = self.loop
-        result = loop.core.snapshot(now)
-        result["state_description"] = SERVER_STATE_RULES[loop.core.state].description
-        result["pid"] = os.getpid()
-        addresses = {}
-        if loop.tcp is not None:
-            addresses["tcp"] = sock_address(loop.tcp)
-        if loop.udp is not None:
-            addresses["udp"] = sock_address(loop.udp)
-        addresses["control"] = self.path
-        result["addresses"] = addresses
-        result["discovery"] = dict(loop.discovery.counters)
-        result["control_connections"] = len(self.conns)
-        result["log_file"] = loop.activity.path
-        return result
-
-    def _rooms(self, conn: ControlConnection, request: Rooms, now: float) -> dict[str, Any]:
-        return {"rooms": self.loop.core.snapshot(now)["rooms"]}
-
-    def _users(self, conn: ControlConnection, request: Users, now: float) -> dict[str, Any]:
-        core = self.loop.core
-        if request.room is not None:
-            infos = [core.room_info(request.room)]
-        else:
-            infos = core.snapshot(now)["rooms"]
-        users = [{"room": info["pin"], **member} for info in infos
-                 for member in info["members"]]
-        return {"room": request.room, "users": users}
-
-    def _set_state(self, conn: ControlConnection, request: SetState,
-                   now: float) -> dict[str, Any]:
-        core = self.loop.core
-        previous = core.state
-        self.loop.admin(core.set_state, request.state, conn.actor, now)
-        return {"state": core.state, "previous": previous,
-                "changed": core.state != previous,
-                "description": SERVER_STATE_RULES[core.state].description}
-
-    def _close(self, conn: ControlConnection, request: CloseRoom,
-               now: float) -> dict[str, Any]:
-        core = self.loop.core
-        members = [m["name"] for m in core.room_info(request.room)["members"]]
-        self.loop.admin(core.close_room, request.room, request.reason, conn.actor, now)
-        return {"room": request.room, "members": members, "reason": request.reason}
-
-    def _kick(self, conn: ControlConnection, request: Kick, now: float) -> dict[str, Any]:
-        core = self.loop.core
-        key = rules.name_key(request.name)
-        found = [m for m in core.room_info(request.room)["members"]
-                 if rules.name_key(m["name"]) == key]
-        self.loop.admin(core.kick, request.room, request.name, request.reason, conn.actor,
-                        now)
-        member = found[0] if found else {"name": request.name, "addr": ""}
-        return {"room": request.room, "name": member["name"], "addr": member["addr"],
-                "reason": request.reason}
-
-    def _announce(self, conn: ControlConnection, request: Announce,
-                  now: float) -> dict[str, Any]:
-        core = self.loop.core
-        rooms = [request.room] if request.room is not None else [
-            info["pin"] for info in core.snapshot(now)["rooms"]]
-        self.loop.admin(core.announce, request.text, request.room, conn.actor, now)
-        return {"rooms": rooms, "text": request.text}
-
-    def _log(self, conn: ControlConnection, request: Log, now: float) -> dict[str, Any]:
-        if request.follow and conn.stream_id is not None:
-            raise Refused(Code.BAD_VALUE, f"This connection already follows the log "
-                          f"(request {conn.stream_id}); cancel that first.")
-        activity = self.loop.activity
-        return {"entries": activity.tail(request.n), "last_seq": activity.last_seq,
-                "following": request.follow}
-
-    def _reload(self, conn: ControlConnection, request: Reload,
-                now: float) -> dict[str, Any]:
-        ok, message, changed = self.loop.reload(conn.actor, now)
-        if not ok:
-            raise Refused(Code.RELOAD_FAILED, message)
-        return {"message": message, "changed": changed}
-
-    def _cancel(self, conn: ControlConnection, request: Cancel,
-                now: float) -> dict[str, Any]:
-        stream_id = conn.stream_id
-        if stream_id is not None:
-            self.stop_stream(conn)
-            conn.queue(encode_reply(StreamEnd(stream_id, "cancelled",
-                                              "Stopped following the log.")))
-        return {"cancelled": stream_id}
-

@@ -15,15 +15,17 @@ from lanchat import __version__
 from lanchat.protocol import discovery
 from lanchat.protocol.errors import RemoteProtocolError
 from lanchatd.config import Config
-from lanchatd.core import Bucket
+from lanchatd.limits import Bucket, peer_address
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 MAX_TRACKED_SOURCES = 4096
 
 
 class DiscoveryResponder:
-    def __init__(self, config: Config, server_id: str) -> None:
+    def __init__(self, config: Config, server_id: str, *,
+                 tls_fingerprint: str | None = None) -> None:
         self.server_id = server_id
+        self.tls_fingerprint = tls_fingerprint
         self.counters: dict[str, int] = {
             "probes": 0, "answered": 0, "malformed": 0, "not_allowed": 0, "rate_limited": 0,
         }
@@ -37,17 +39,18 @@ class DiscoveryResponder:
         ]
 
     def allowed(self, host: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
+        addr = peer_address(host)
+        if addr is None:
             return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
         return any(addr.version == net.version and addr in net for net in self.networks)
 
     def handle(self, data: bytes, addr: tuple[Any, ...], now: float, *, state: str,
-               name: str, port: int) -> bytes | None:
-        """The reply to send back to ``addr``, or None to stay silent."""
+               name: str, port: int, http_port: int = 0,
+               tls_port: int | None = None) -> bytes | None:
+        """The reply to send back to ``addr``, or None to stay silent.
+
+        ``port`` 0 means no plain port; ``tls_port`` None means no TLS port.
+        """
         self.counters["probes"] += 1
         host = str(addr[0])
         if not self.allowed(host):
@@ -72,7 +75,9 @@ class DiscoveryResponder:
             return discovery.LEGACY_REPLY
         return discovery.encode_announce(discovery.Announce(
             nonce=probe.nonce, server_id=self.server_id, name=name[:64], port=port,
-            state=state, server_version=__version__,
+            state=state, server_version=__version__, http_port=http_port,
+            tls_port=tls_port if self.tls_fingerprint is not None else None,
+            tls_fingerprint=self.tls_fingerprint if tls_port is not None else None,
         ))
 
     def _prune(self, now: float) -> None:

@@ -13,42 +13,47 @@
 
 2. A chat connection's handshake.  ``CONN_TRANSITIONS`` lists every allowed step;
    ``CONN_ALLOWS`` which requests each state accepts.  A request outside its state's
-   set is answered with the error ``bad_state`` and changes nothing.
+   set is answered with the error ``bad_state`` and changes nothing.  Every request
+   passes this table (``ChatCore._on_request``), whatever its mode or transport: a
+   plain-text member's line becomes the same ``say``, ``msg``, ``who`` or ``quit``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-ACTIVE = "active"
-STANDBY = "standby"
-STOPPED = "stopped"
-SERVER_STATES: tuple[str, ...] = (ACTIVE, STANDBY, STOPPED)
+from lanchat.i18n import N_
+from lanchat.protocol.record import Record
+from lanchat.protocol.vocabulary import ConnState, ServerState
+
+ACTIVE = ServerState.ACTIVE
+STANDBY = ServerState.STANDBY
+STOPPED = ServerState.STOPPED
 
 
-@dataclass(frozen=True)
-class StateRules:
+@dataclass(frozen=True, eq=False, repr=False)
+class StateRules(Record):  # eq, hash, repr: Record
     accepts_connections: bool
     allows_joins: bool
     allows_messages: bool
-    description: str
+    description: str  # in English, marked for the catalogues: translate it to show it
 
 
 SERVER_STATE_RULES: dict[str, StateRules] = {
-    ACTIVE: StateRules(True, True, True, "new clients and messages are allowed"),
+    ACTIVE: StateRules(True, True, True, N_("new clients and messages are allowed")),
     STANDBY: StateRules(False, False, True,
-                        "members keep chatting, new clients are refused"),
+                        N_("members keep chatting, new clients are refused")),
     STOPPED: StateRules(False, False, False,
-                        "messages are refused and new clients are refused"),
+                        N_("messages are refused and new clients are refused")),
 }
 
-# Connection states.
-NEW = "new"                # greeting sent, first line not yet seen
-HELLO = "hello"            # JSON client said hello, not yet joined
-AWAIT_PIN = "await_pin"    # plain-text client, asked for the PIN
-AWAIT_NAME = "await_name"  # plain-text client, asked for the name
-JOINED = "joined"          # a member of a room
-CLOSED = "closed"          # gone (closed by either side)
+# Connection states (their meanings: lanchat.protocol.vocabulary.ConnState).
+NEW = ConnState.NEW
+HELLO = ConnState.HELLO
+AWAIT_PIN = ConnState.AWAIT_PIN
+AWAIT_NAME = ConnState.AWAIT_NAME
+JOINED = ConnState.JOINED
+CLOSED = ConnState.CLOSED
 
 CONN_TRANSITIONS: set[tuple[str, str]] = {
     (NEW, HELLO),            # JSON hello accepted
@@ -62,7 +67,8 @@ CONN_TRANSITIONS: set[tuple[str, str]] = {
     (JOINED, CLOSED),
 }
 
-# Which JSON request types each connection state accepts.
+# Which request types each connection state accepts (JSON requests, and the requests a
+# joined plain-text member's lines and commands become).
 CONN_ALLOWS: dict[str, frozenset[str]] = {
     NEW: frozenset({"hello"}),
     HELLO: frozenset({"join", "ping", "pong", "quit"}),
@@ -71,6 +77,10 @@ CONN_ALLOWS: dict[str, frozenset[str]] = {
     AWAIT_NAME: frozenset(),
     CLOSED: frozenset(),
 }
+
+# Requests a joined member may send beyond the message rate: answering the server's
+# keep-alive and leaving must always work.
+UNMETERED: frozenset[str] = frozenset({"pong", "quit"})
 
 
 def check_transition(old: str, new: str) -> None:

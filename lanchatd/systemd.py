@@ -17,7 +17,8 @@ listening sockets arrive already open as file descriptors 3, 4, ... with ``LISTE
 (how many), ``LISTEN_PID`` (the process they are meant for, so a child that inherited the
 environment does not take them too) and ``LISTEN_FDNAMES`` (the socket unit's
 ``FileDescriptorName=`` values, colon-separated).  ``listen_fds`` turns them into socket
-objects named by those names, so the daemon can pick "chat", "discovery" and "control".
+objects named by those names, so the daemon can pick "chat", "tls", "discovery", "http"
+(the browser client's web port) and "control".
 
 Both follow the reference implementation in systemd's ``sd-daemon.c``.
 """

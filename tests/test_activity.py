@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lanchatd.activity import RECORDS_LOST_EVENT, ActivityLog, Entry
 
@@ -62,9 +64,10 @@ def test_seq_starts_at_one_and_entries_carry_time_event_and_fields() -> None:
     assert log.last_seq == 0
     first = log.record(10.5, "start", version="1.0")
     second = log.record(11.0, "join", room="1234", name="ada", peer="127.0.0.1")
-    assert first == {"seq": 1, "ts": 10.5, "event": "start", "version": "1.0"}
-    assert second == {"seq": 2, "ts": 11.0, "event": "join", "room": "1234", "name": "ada",
-                      "peer": "127.0.0.1"}
+    assert first == {"seq": 1, "ts": 10.5, "time": "1970-01-01T00:00:10.500Z",
+                     "event": "start", "version": "1.0"}
+    assert second == {"seq": 2, "ts": 11.0, "time": "1970-01-01T00:00:11.000Z",
+                      "event": "join", "room": "1234", "name": "ada", "peer": "127.0.0.1"}
     assert log.last_seq == 2
     assert log.pending() == 0  # memory only: nothing waits for a file
 
@@ -134,7 +137,8 @@ def test_file_lines_are_compact_utf8_json_equal_to_the_entries(tmp_path: Path) -
         os.umask(old_umask)
     data = path.read_bytes()
     assert "Åse".encode() in data  # UTF-8, not \\u escapes
-    assert b'"seq":1,"ts":1.0,"event":"start"' in data  # compact separators
+    # Compact separators, and the time as RFC 3339 besides the Unix number.
+    assert b'"seq":1,"ts":1.0,"time":"1970-01-01T00:00:01.000Z","event":"start"' in data
     text = data.decode("utf-8")
     assert len(text.splitlines()) == 4
     assert [json.loads(line) for line in text.splitlines()] == entries
@@ -170,6 +174,38 @@ def test_rotation_under_a_burst_loses_and_duplicates_nothing(tmp_path: Path) -> 
     assert seqs(read_lines(*files)) == list(range(1, 5001))
 
 
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.text(max_size=120), st.booleans()), max_size=60),
+       st.sampled_from([0, 300, 1024]), st.sampled_from([0, 1, 3]))
+def test_entries_written_once_a_pass_fall_in_the_files_they_fall_in_one_by_one(
+        tmp_path_factory: pytest.TempPathFactory, entries: list[tuple[str, bool]],
+        max_bytes: int, backups: int) -> None:
+    """The daemon's loop writes a pass's entries together (``batched``, ``flush``): the
+    files, their rotations and every byte in them are what writing each entry alone
+    gives, and no file passes the limit but by a line longer than it."""
+    logs: list[tuple[ActivityLog, Path]] = []
+    for batched in (False, True):
+        path = tmp_path_factory.mktemp("log") / "activity.log"
+        log = ActivityLog(path=str(path), max_bytes=max_bytes, backups=backups,
+                          stderr=io.StringIO())
+        log.batched = batched
+        logs.append((log, path))
+    for i, (name, pass_ends) in enumerate(entries):
+        for log, _path in logs:
+            log.record(1000.0 + i // 3, "join", room="1234", name=name)
+            if pass_ends:
+                log.flush()
+    files = []
+    for log, path in logs:
+        log.close()
+        files.append([(f.name, f.read_bytes()) for f in log_files(path)])
+        for f in log_files(path):
+            lines = f.read_bytes().splitlines(keepends=True)
+            assert max_bytes == 0 or f.stat().st_size <= max_bytes or len(lines) == 1
+    assert files[0] == files[1]
+
+
 def test_rotation_keeps_only_the_configured_number_of_backups(tmp_path: Path) -> None:
     path = tmp_path / "activity.log"
     log = ActivityLog(path=str(path), max_bytes=1024, backups=3)
@@ -187,6 +223,24 @@ def test_rotation_keeps_only_the_configured_number_of_backups(tmp_path: Path) ->
     assert [f.name for f in log_files(path)] == [f.name for f in files]
     assert path.stat().st_size > 1024
     assert seqs(read_lines(*log_files(path)))[-1] == 600
+
+
+def test_no_backups_keeps_the_file_within_its_limit_and_says_so(tmp_path: Path) -> None:
+    """log_backups = 0: no old file is kept, and the file never grows past the limit."""
+    path = tmp_path / "activity.log"
+    err = io.StringIO()
+    log = ActivityLog(path=str(path), max_bytes=1024, backups=0, stderr=err)
+    for i in range(500):
+        log.record(float(i), "connect", peer="127.0.0.1")
+        assert path.stat().st_size <= 1024
+    assert [f.name for f in log_files(path)] == ["activity.log"]
+    kept = seqs(read_lines(path))
+    assert kept == list(range(kept[0], 501)) and kept[0] > 1  # the newest, whole lines
+    said = stderr_lines(err)
+    assert said and all(
+        line.startswith(f"lanchatd: activity log {path} reached log_max_bytes (") and
+        line.endswith("with log_backups = 0, was emptied: its older entries are gone")
+        for line in said)
 
 
 def test_reopen_after_logrotate_moved_the_file(tmp_path: Path) -> None:
@@ -338,7 +392,8 @@ def test_past_the_pending_bound_the_file_gets_one_line_counting_the_lost(
     log.record(301.0, "message", room="1234")
     records = read_lines(path)
     assert seqs(records) == [*range(1, 11), 26]
-    assert records[10] == {"ts": 210.0, "event": RECORDS_LOST_EVENT, "count": 15,
+    assert records[10] == {"ts": 210.0, "time": "1970-01-01T00:03:30.000Z",
+                           "event": RECORDS_LOST_EVENT, "count": 15,
                            "first_seq": 11, "last_seq": 25}
     assert stderr_lines(err)[2] == (
         f"lanchatd: activity log {path}: writing resumed; 10 delayed record(s) written, "

@@ -23,6 +23,7 @@ def no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     confdir = tmp_path / "etc"
     confdir.mkdir()
     monkeypatch.setenv("CONFIGURATION_DIRECTORY", str(confdir))
+    (tmp_path / "run").mkdir(mode=0o700)  # the user's runtime directory, as logind makes it
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     for name in ("LOGS_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY"):
         monkeypatch.delenv(name, raising=False)

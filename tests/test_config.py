@@ -141,7 +141,7 @@ def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
 def test_toml_library_matches_python_version() -> None:
     # Python 3.9 and 3.10 read TOML with tomli; 3.11 and later with the standard tomllib.
     expected = "tomllib" if sys.version_info >= (3, 11) else "tomli"
-    assert vars(config_module)["_toml"].__name__ == expected
+    assert config_module._toml_library().__name__ == expected
 
 
 # --- unknown names ------------------------------------------------------------------
@@ -282,7 +282,7 @@ def test_pin_min_length_above_max_is_refused(tmp_path: Path) -> None:
 def test_pin_max_length_below_default_min_is_refused(tmp_path: Path) -> None:
     error = refusal(tmp_path, "[rooms]\n\npin_max_length = 3\n")
     assert str(error) == (
-        f"{error.path}:3: [rooms] pin_max_length: must not be less than pin_min_length (3 < 4)"
+        f"{error.path}:3: [rooms] pin_max_length: must not be less than pin_min_length (3 < 6)"
     )
 
 
@@ -341,8 +341,8 @@ def test_resolve_paths_under_systemd() -> None:
 
 
 def test_resolve_paths_without_systemd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    config = resolve_paths(Config(), {})
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # for platformdirs, below
+    config = resolve_paths(Config(), {"XDG_RUNTIME_DIR": str(tmp_path)})
     assert config.log_file == os.path.join(platformdirs.user_log_dir("lanchat"), "activity.log")
     assert config.state_dir == platformdirs.user_state_dir("lanchat")
     assert config.control_socket == os.path.join(
@@ -361,7 +361,8 @@ def test_resolve_paths_fills_only_what_is_missing(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    config = resolve_paths(Config(state_dir="/srv/state"), {"LOGS_DIRECTORY": "/var/log/x"})
+    config = resolve_paths(Config(state_dir="/srv/state"),
+                           {"LOGS_DIRECTORY": "/var/log/x", "XDG_RUNTIME_DIR": str(tmp_path)})
     assert config.state_dir == "/srv/state"
     assert config.log_file == "/var/log/x/activity.log"
     assert config.control_socket == str(tmp_path / "lanchat" / "control.sock")
@@ -414,5 +415,23 @@ def test_example_file_with_every_key_uncommented_gives_the_defaults(tmp_path: Pa
         state_dir="/var/lib/lanchatd",
         log_file="/var/log/lanchatd/activity.log",
         control_socket="/run/lanchatd/control.sock",
+        tls_cert="/etc/lanchat/tls-cert.pem",
+        tls_key="/etc/lanchat/tls-key.pem",
     )
     assert config == expected
+
+
+def test_the_shipped_pin_length_is_six_digits(tmp_path: Path) -> None:
+    """A room PIN is six digits or more unless the administrator allows shorter: with
+    the join limits, four digits fall to one network's guesses in minutes
+    (docs/reliability.md, "Guessing PINs: the arithmetic")."""
+    from lanchat.protocol import rules
+    from lanchat.protocol.errors import RemoteProtocolError
+
+    assert Config().pin_min_length == rules.DEFAULT_PIN_MIN == 6
+    assert rules.pin_rule() == "A room PIN is 6 to 12 digits (0-9)."
+    with pytest.raises(RemoteProtocolError):
+        rules.check_pin("1234")
+    assert rules.check_pin("123456") == "123456"
+    shorter = load_file(write(tmp_path, "[rooms]\npin_min_length = 4\n"))
+    assert shorter.pin_min_length == 4

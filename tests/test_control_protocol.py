@@ -108,6 +108,18 @@ def test_the_first_request_must_be_hello_and_the_version_is_checked() -> None:
     assert conn.next_event() == Incoming(3, Status())
 
 
+def test_a_second_hello_is_refused_and_the_connection_goes_on() -> None:
+    conn = served(b'{"id":1,"cmd":"hello","versions":[1]}\n{"id":2,"cmd":"status"}\n')
+    with pytest.raises(ControlError) as info:
+        conn.next_event()
+    assert info.value.number == Code.BAD_REQUEST and not info.value.fatal
+    assert info.value.request_id == 1
+    assert info.value.message == ("hello was already answered on this connection (protocol "
+                                  "version 1); send it once, as the first request.")
+    assert conn.version == 1
+    assert conn.next_event() == Incoming(2, Status())
+
+
 def test_no_common_version_is_fatal() -> None:
     conn = ServerConnection()
     conn.receive_data(b'{"id":1,"cmd":"hello","versions":[2,3]}\n{"id":2,"cmd":"status"}\n')
@@ -251,7 +263,8 @@ def test_error_codes_are_stable_and_documented() -> None:
         "BAD_REQUEST": 100, "REQUEST_TOO_LARGE": 101, "UNKNOWN_COMMAND": 102,
         "HELLO_REQUIRED": 103, "UNSUPPORTED_VERSION": 104, "TOO_MANY_ERRORS": 105,
         "IDLE_TIMEOUT": 106, "UNKNOWN_ROOM": 200, "UNKNOWN_USER": 201, "BAD_VALUE": 202,
-        "RELOAD_FAILED": 203, "BUSY": 300, "SHUTTING_DOWN": 301, "INTERNAL_ERROR": 302,
+        "RELOAD_FAILED": 203, "WATCH_ONLY": 204, "BUSY": 300, "SHUTTING_DOWN": 301,
+        "INTERNAL_ERROR": 302,
     }
     doc = DOC.read_text(encoding="utf-8")
     for code in Code:

@@ -1,6 +1,7 @@
 """The chat core and the discovery policy, driven by plain calls: no sockets, no sleeping.
 
-A ``Sim`` plays the event loop: it feeds bytes to ``ChatCore`` with an explicit ``now``,
+A ``Sim`` plays the event loop: it feeds bytes through each connection's plain-TCP
+transport (``LineTransport``) to ``ChatCore`` with an explicit ``now``,
 collects what the core asks to send to each connection and which connections it closes,
 and reads the activity log from the ring (and, in one test, the file).
 """
@@ -14,32 +15,53 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lanchat_testing import TEST_PIN_MIN
 
 from lanchat.protocol import discovery as disc
+from lanchat.protocol.chat import END_OF_INPUT
 from lanchatd.activity import ActivityLog
 from lanchatd.config import Config
 from lanchatd.core import AdminError, ChatCore, Effects
 from lanchatd.discovery import DiscoveryResponder
+from lanchatd.transport import LineTransport
 
 T0 = 1_700_000_000.0
 CLOCK = r"\[\d\d:\d\d:\d\d\]"
+
+
+class _Owner:
+    """The transport's owner, for a harness that writes nothing back: a Telnet
+    command's answer (want_write) is not needed to drive the core."""
+
+    def want_write(self) -> None:
+        pass
+
+    def close(self, reason: str) -> None:
+        raise AssertionError(f"plain TCP closed the connection itself: {reason}")
+
+    def call_later(self, delay: float, callback: Any) -> Any:
+        raise AssertionError("plain TCP needs no timer")
 
 
 class Sim:
     """The loop's side of the core: connections, their output, the clock."""
 
     def __init__(self, log_path: Path | None = None, **settings: Any) -> None:
-        self.config = Config(name="lab", **settings)
+        # Four-digit PINs in these tests (the shipped default is six: TEST_PIN_MIN).
+        self.config = Config(name="lab", **{"pin_min_length": TEST_PIN_MIN, **settings})
         self.log = ActivityLog(path=None if log_path is None else str(log_path))
         self.now = T0
-        self.core = ChatCore(self.config, self.log, server_id="sid-1", now=self.now)
+        self.core = ChatCore(self.config, host_name="testhost", server_id="sid-1", now=self.now)
         self.out: dict[int, list[bytes]] = defaultdict(list)
         self.closed: set[int] = set()
         self.next_cid = 1
+        self.transports: dict[int, LineTransport] = {}
 
     # -- driving the core
 
     def apply(self, fx: Effects) -> Effects:
+        for when, event, fields in fx.log:  # the loop's part: the core writes no file
+            self.log.record(when, event, **fields)
         for targets, data in fx.sends:
             for cid in targets:
                 assert cid not in self.closed, f"bytes queued for closed connection {cid}"
@@ -58,7 +80,12 @@ class Sim:
         return cid
 
     def feed(self, cid: int, data: bytes) -> Effects:
-        return self.apply(self.core.receive(cid, data, self.now))
+        transport = self.transports.get(cid)
+        if transport is None:
+            transport = self.transports[cid] = LineTransport(_Owner(),
+                                                             self.config.max_line_bytes)
+        transport.data_received(data)
+        return self.apply(self.core.receive(cid, transport.lines(1 << 30), self.now))
 
     def line(self, cid: int, text: str) -> Effects:
         return self.feed(cid, text.encode("utf-8") + b"\n")
@@ -127,12 +154,49 @@ def test_json_hello_is_welcomed_with_the_server_rules() -> None:
     }
 
 
+def test_the_greeting_and_the_welcome_follow_the_state_and_a_reload() -> None:
+    """Every client gets the same two lines while nothing they say changes (they are
+    made once), and the new ones as soon as something does."""
+    sim = Sim(message_rate=2.0)
+
+    def greeting(cid: int) -> str:
+        (line,) = sim.raw(cid)
+        return line
+
+    def welcome(cid: int) -> dict[str, Any]:
+        sim.send(cid, {"type": "hello", "versions": [1]})
+        (event,) = sim.events(cid)
+        return event
+
+    first = sim.connect()
+    first_greeting, first_welcome = greeting(first), welcome(first)
+    again = sim.connect()
+    assert (greeting(again), welcome(again)) == (first_greeting, first_welcome)
+    waiting = sim.connect()  # greeted while active, says hello in standby
+    assert greeting(waiting) == first_greeting
+    sim.apply(sim.core.set_state("standby", "admin", sim.now))
+    assert welcome(waiting) == {**first_welcome, "state": "standby"}
+    sim.apply(sim.core.set_state("active", "admin", sim.now))
+    back = sim.connect()
+    assert (greeting(back), welcome(back)) == (first_greeting, first_welcome)
+    sim.core.reconfigure(sim.config.replace(name="lab2", message_rate=5.0))
+    renamed = sim.connect()
+    assert greeting(renamed) == (
+        "LANCHAT/1 ready Welcome to lab2 (lanchatd 0.1.0). Enter the room PIN:")
+    assert welcome(renamed) == {**first_welcome, "name": "lab2", "rate": 5.0}
+
+
 def test_hello_without_a_common_version_is_refused_and_closed() -> None:
     sim = Sim()
     cid = sim.connect()
     sim.send(cid, {"type": "hello", "versions": [2, 3]})
-    (error,) = sim.events(cid)
+    # The error answers the hello; the bye, like every close by the server, says why
+    # the connection ends (the client shows it and does not reconnect).
+    error, bye = sim.events(cid)
     assert error["type"] == "error" and error["code"] == "unsupported_version"
+    assert error["ref"] == "hello"
+    assert bye["type"] == "bye" and bye["reason"] == "unsupported_version"
+    assert "this server speaks 1" in bye["message"]
     assert cid in sim.closed
 
 
@@ -195,7 +259,7 @@ def test_text_and_json_members_share_a_room() -> None:
     sim = Sim()
     nc = sim.text_member("1234", "alice")
     prog = sim.json_member("1234", "bob")
-    assert re.fullmatch(CLOCK + r" \* bob joined", sim.raw(nc)[0])
+    assert re.fullmatch(CLOCK + r" --> bob joined", sim.raw(nc)[0])
     sim.line(nc, "hi bob")
     (msg,) = sim.events(prog)
     assert msg == {"type": "message", "room": "1234", "seq": 1, "ts": T0, "from": "alice",
@@ -254,12 +318,12 @@ def test_join_and_leave_are_announced_and_the_last_leave_ends_the_room() -> None
     c = sim.text_member("1234", "carol")
     sim.raw(a)
     sim.apply(sim.core.disconnected(a, sim.now, "connection error: reset"))
-    assert re.fullmatch(CLOCK + r" \* alice left \(connection error: reset\)", sim.raw(c)[0])
+    assert re.fullmatch(CLOCK + r" <-- alice left \(connection error: reset\)", sim.raw(c)[0])
     sim.apply(sim.core.disconnected(c, sim.now, "closed by client"))
     assert sim.core.rooms == {}
     assert sim.entries("room_empty") == [
-        {"seq": sim.entries("room_empty")[0]["seq"], "ts": T0, "event": "room_empty",
-         "room": "1234"}]
+        {"seq": sim.entries("room_empty")[0]["seq"], "ts": T0,
+         "time": "2023-11-14T22:13:20.000Z", "event": "room_empty", "room": "1234"}]
 
 
 def test_who_lists_the_room_sorted_ignoring_case() -> None:
@@ -445,6 +509,78 @@ def test_standby_members_keep_chatting_newcomers_are_refused() -> None:
     assert "carol" not in str(sim.core.room_info("1234"))
 
 
+def test_a_connection_that_opens_its_session_later_is_logged_only_if_it_does() -> None:
+    """The web port's clients: a browser fetching the page's files is no chat member
+    (no greeting, no connect/disconnect lines, not one of the clients), but it counts
+    against the connection limits; one that opens a WebSocket is logged like anyone."""
+    sim = Sim(max_connections_per_address=2)
+    page = 101
+    sim.apply(sim.core.connect(page, ("192.168.1.10", 40101), sim.now, opened=False))
+    assert sim.raw(page) == [] and sim.core.snapshot(sim.now)["clients"] == 0
+    member = 102
+    sim.apply(sim.core.connect(member, ("192.168.1.10", 40102), sim.now, opened=False))
+    full = sim.connect()  # the two above count: the address is at its limit
+    assert sim.raw(full)[0].startswith("LANCHAT/1 full ")
+    sim.apply(sim.core.receive(page, [END_OF_INPUT], sim.now))
+    assert page in sim.closed
+    sim.apply(sim.core.open_session(member, sim.now))
+    assert sim.raw(member)[0].startswith("LANCHAT/1 ready ")
+    snapshot = sim.core.snapshot(sim.now)
+    assert snapshot["clients"] == 1 and snapshot["counters"]["page_connections"] == 1
+    assert snapshot["counters"]["connections"] == 1
+    sim.send(member, {"type": "hello", "versions": [1]})
+    sim.send(member, {"type": "join", "pin": "1234", "name": "ann"})
+    sim.apply(sim.core.receive(member, [END_OF_INPUT], sim.now))
+    assert [(e["event"], e.get("addr")) for e in sim.log.tail()
+            if e["event"] in ("connect", "disconnect", "join", "leave",
+                              "refused_connection")] == [
+        ("refused_connection", "192.168.1.10:40001"), ("connect", "192.168.1.10:40102"),
+        ("join", "192.168.1.10:40102"), ("leave", "192.168.1.10:40102")]
+
+
+def test_a_session_opened_in_standby_is_refused_but_its_page_was_served() -> None:
+    sim = Sim()
+    sim.apply(sim.core.set_state("standby", "admin:root", sim.now))
+    cid = 1
+    sim.apply(sim.core.connect(cid, ("192.168.1.10", 40001), sim.now, opened=False))
+    assert cid not in sim.closed  # the page's files are not chat: they are served
+    sim.apply(sim.core.open_session(cid, sim.now))
+    assert sim.raw(cid) == ["LANCHAT/1 standby The server is in standby and accepts no "
+                            "new clients. Try again later."]
+    assert cid in sim.closed and sim.core.snapshot(sim.now)["clients"] == 0
+    assert [e["reason"] for e in sim.entries("refused_connection")] == ["standby"]
+    assert sim.entries("connect") == [] and sim.entries("disconnect") == []
+    assert sim.core.per_host == {}
+
+
+def test_a_page_connection_refused_by_its_transport_is_logged_with_the_reason() -> None:
+    sim = Sim()
+    sim.apply(sim.core.connect(101, ("192.168.1.10", 40101), sim.now, opened=False))
+    sim.apply(sim.core.connect(102, ("192.168.1.10", 40102), sim.now, opened=False))
+    sim.apply(sim.core.disconnected(101, sim.now, "web page served", quiet=True))
+    sim.apply(sim.core.disconnected(102, sim.now, "web request refused: foreign origin"))
+    assert [(e["addr"], e["reason"]) for e in sim.entries("disconnect")] == [
+        ("192.168.1.10:40102", "web request refused: foreign origin")]
+    assert sim.core.counters["page_connections"] == 2 and sim.entries("connect") == []
+
+
+def test_page_connections_leave_no_line_at_shutdown() -> None:
+    sim = Sim()
+    sim.apply(sim.core.connect(101, ("192.168.1.10", 40101), sim.now, opened=False))
+    member = sim.json_member("1234", "ann")
+    sim.apply(sim.core.shutdown(sim.now))
+    assert {101, member} <= sim.closed
+    assert sim.entries("disconnect") == [] and len(sim.entries("leave")) == 1
+
+
+def test_a_page_connection_past_the_handshake_timeout_is_closed_quietly() -> None:
+    sim = Sim(handshake_timeout=5.0)
+    sim.apply(sim.core.connect(1, ("192.168.1.10", 40001), sim.now, opened=False))
+    sim.advance(6.0)
+    assert 1 in sim.closed and sim.raw(1) == []
+    assert sim.core.counters["page_connections"] == 1 and sim.core.conns == {}
+
+
 def test_stopped_refuses_messages_with_an_explicit_error() -> None:
     sim = Sim()
     a = sim.json_member("1234", "alice")
@@ -627,6 +763,24 @@ def test_every_event_kind_is_recorded_in_ring_and_file(tmp_path: Path) -> None:
     assert on_disk == sim.log.tail()
 
 
+def test_private_message_text_has_a_switch_of_its_own() -> None:
+    rooms_only = Sim(log_messages=True)
+    a = rooms_only.json_member("1234", "alice")
+    rooms_only.json_member("1234", "bob")
+    rooms_only.send(a, {"type": "say", "text": "for the room"})
+    rooms_only.send(a, {"type": "msg", "to": "bob", "text": "between us"})
+    assert rooms_only.entries("message")[0]["text"] == "for the room"
+    assert "between us" not in json.dumps(rooms_only.log.tail())
+    private_too = Sim(log_private_messages=True)
+    a = private_too.json_member("1234", "alice")
+    private_too.json_member("1234", "bob")
+    private_too.send(a, {"type": "say", "text": "for the room"})
+    private_too.send(a, {"type": "msg", "to": "bob", "text": "between us"})
+    assert private_too.entries("message") == []
+    (private,) = private_too.entries("private_message")
+    assert (private["name"], private["to"], private["text"]) == ("alice", "bob", "between us")
+
+
 def test_message_text_is_not_logged_unless_log_messages() -> None:
     quiet = Sim()
     a = quiet.json_member("1234", "alice")
@@ -634,7 +788,7 @@ def test_message_text_is_not_logged_unless_log_messages() -> None:
     quiet.send(a, {"type": "say", "text": "top secret"})
     quiet.send(a, {"type": "msg", "to": "bob", "text": "private secret"})
     assert "secret" not in json.dumps(quiet.log.tail())
-    loud = Sim(log_messages=True)
+    loud = Sim(log_messages=True, log_private_messages=True)
     a = loud.json_member("1234", "alice")
     loud.json_member("1234", "bob")
     loud.send(a, {"type": "say", "text": "top secret"})
@@ -671,7 +825,7 @@ def test_a_line_too_long_without_newline_is_not_buffered() -> None:
     assert sim.raw(t) == ["! A line may be at most 64 bytes."]
     sim.feed(t, b"y" * 1000 + b"\nok\n")
     assert sim.raw(t)[0].endswith("alice: ok")
-    assert sim.core.conns[t].codec.buffered == 0
+    assert sim.transports[t].buffered == 0  # the transport holds the bytes, not the core
 
 
 def test_bad_utf8_and_bad_json_get_errors_then_a_disconnect() -> None:
@@ -800,6 +954,46 @@ def test_flood_control_says_rate_limited() -> None:
     assert sim.core.counters["rate_limited"] == 3
 
 
+def test_refused_lines_are_logged_together_not_one_entry_each() -> None:
+    sim = Sim(message_rate=1.0, message_burst=1)
+    a = sim.json_member("1234", "alice")
+    for i in range(101):
+        sim.send(a, {"type": "say", "text": f"flood {i}"})  # 1 delivered, 100 refused
+    first, = sim.entries("refused_messages")  # the first at once, the rest counted
+    assert (first["reason"], first["count"], first["room"], first["name"]) == (
+        "rate_limited", 1, "1234", "alice")
+    assert first["addr"].startswith("192.168.1.10:")
+    sim.now += 61
+    sim.send(a, {"type": "say", "text": "ok again"})  # a token back: delivered
+    for _ in range(2):
+        sim.send(a, {"type": "say", "text": "flood"})  # a minute on: the count is written
+    assert [(e["count"], e["since"]) for e in sim.entries("refused_messages")] == [
+        (1, T0), (100, T0)]
+    sim.send(a, {"type": "say", "text": "flood"})
+    sim.send(a, {"type": "quit"})  # leaving writes what is left
+    last = sim.entries("refused_messages")[-1]
+    assert (last["reason"], last["count"], last["since"]) == ("rate_limited", 2, T0 + 61)
+    assert sim.core.counters["rate_limited"] == 103
+
+
+def test_messages_refused_while_stopped_are_counted_and_logged() -> None:
+    sim = Sim()
+    a = sim.json_member("1234", "alice")
+    t = sim.text_member("1234", "bob")
+    sim.apply(sim.core.set_state("stopped", "admin:root", sim.now))
+    for _ in range(3):
+        sim.send(a, {"type": "say", "text": "hello?"})
+    sim.send(a, {"type": "msg", "to": "bob", "text": "psst"})
+    sim.line(t, "anyone?")
+    assert sim.core.counters["refused_while_stopped"] == 5
+    entries = sim.entries("refused_messages")
+    assert [(e["name"], e["reason"], e["count"]) for e in entries] == [
+        ("alice", "stopped", 1), ("bob", "stopped", 1)]
+    sim.apply(sim.core.shutdown(sim.now))  # the daemon's stop writes the rest
+    assert [(e["name"], e["count"]) for e in sim.entries("refused_messages")][2:] == [
+        ("alice", 3)]
+
+
 def test_overflow_disconnects_the_slow_reader_with_a_reason() -> None:
     sim = Sim(output_buffer_bytes=1000)
     a = sim.json_member("1234", "alice")
@@ -844,6 +1038,18 @@ def test_join_attempts_are_rate_limited_per_address() -> None:
     assert join_result(sim, "2222", "b", host="10.0.0.2")["type"] == "joined"
     sim.now += 10
     assert join_result(sim, "2222", "c", host="10.0.0.1")["type"] == "joined"
+
+
+def test_the_wait_is_never_said_as_0_seconds() -> None:
+    sim = Sim(join_rate=2.0, join_burst=1)  # a token every half second
+    assert join_result(sim, "1111", "a", host="10.0.0.1")["type"] == "joined"
+    error = join_result(sim, "2222", "b", host="10.0.0.1")
+    assert error["message"] == ("Too many join attempts from your address; try again in "
+                                "1 second.")
+    sim = Sim(join_rate=1 / 1.5, join_burst=1)
+    assert join_result(sim, "1111", "a", host="10.0.0.1")["type"] == "joined"
+    assert join_result(sim, "2222", "b", host="10.0.0.1")["message"].endswith(
+        "try again in 2 seconds.")
 
 
 def test_a_pin_guessing_text_client_is_rate_limited_too() -> None:
@@ -941,3 +1147,32 @@ def test_many_sources_do_not_grow_the_rate_table_without_bound() -> None:
     for i in range(5000):
         ask(r, b"DISCOVER_SERVER", host=f"10.{i // 256}.{i % 256}.1")
     assert len(r._buckets) <= 4096
+
+
+def test_a_step_of_the_wall_clock_moves_no_deadline_and_times_stay_wall_clock() -> None:
+    """Deadlines are on the monotonic clock (set_clock), times people read on the wall
+    clock: an hour's step forward fires nothing early, a step back delays nothing."""
+    sim = Sim(handshake_timeout=5.0, keepalive_interval=60.0)
+    mono = 500.0  # the monotonic clock has its own origin
+    sim.core.set_clock(mono - sim.now)
+    slow = sim.connect()
+    member = sim.connect()
+    sim.send(member, {"type": "hello", "versions": [1]})
+    sim.send(member, {"type": "join", "pin": "1234", "name": "ann"})
+    sim.raw(slow)
+    sim.raw(member)
+    assert sim.core.next_deadline() == mono + 5.0
+
+    def at(wall: float, monotonic: float) -> None:
+        sim.now = wall
+        sim.core.set_clock(monotonic - wall)
+        sim.apply(sim.core.tick(wall))
+
+    at(T0 + 3600.0, mono + 1.0)  # the wall clock jumps an hour ahead
+    assert sim.closed == set()
+    sim.send(member, {"type": "say", "text": "still here"})
+    (message,) = sim.events(member)
+    assert message["ts"] == round(T0 + 3600.0, 3)  # the time people read
+    at(T0 - 3600.0, mono + 5.0)  # and back, past the real 5 s
+    assert sim.closed == {slow}
+    assert "no room joined within 5 seconds" in sim.raw(slow)[-1]

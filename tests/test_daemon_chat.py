@@ -118,7 +118,7 @@ def test_two_nc_users_chat_in_the_same_room(daemon: Daemon) -> None:
         nc.until("Enter your name:")
         nc.type(name)
         nc.until(rf"\* You are in room 5000 as {name}\..*")
-    assert re.fullmatch(CLOCK + r" \* bob joined", alice.line() or "")
+    assert re.fullmatch(CLOCK + r" --> bob joined", alice.line() or "")
     alice.type("hi bob")
     assert re.fullmatch(CLOCK + " alice: hi bob", bob.line() or "")
     bob.type("hi alice, nice weather")
@@ -127,7 +127,7 @@ def test_two_nc_users_chat_in_the_same_room(daemon: Daemon) -> None:
     bob.type("/me waves")
     assert re.fullmatch(CLOCK + r" \* bob waves", alice.until(CLOCK + r" \* bob .*"))
     bob.close()
-    alice.until(CLOCK + r" \* bob left.*")
+    alice.until(CLOCK + r" <-- bob left.*")
     alice.close()
 
 
@@ -138,7 +138,7 @@ def test_text_and_json_users_in_one_room(daemon: Daemon) -> None:
     joined = program.join("7777", "bob")
     assert joined == {"type": "joined", "room": "7777", "name": "bob",
                       "members": ["alice", "bob"], "state": "active"}
-    person.read_until(lambda line: line.endswith("* bob joined"))
+    person.read_until(lambda line: line.endswith("--> bob joined"))
     person.send_line("from nc")
     message = program.recv_type("message")
     assert set(message) == {"type", "room", "seq", "ts", "from", "text"}
@@ -195,7 +195,7 @@ def test_join_and_leave_are_announced_to_the_room_and_logged(daemon: Daemon) -> 
     program.join("4321", "bob")
     assert watcher.recv_type("presence")["name"] == "bob"
     line = person.read_until(lambda line: "bob" in line)
-    assert re.fullmatch(CLOCK + r" \* bob joined", line)
+    assert re.fullmatch(CLOCK + r" --> bob joined", line)
     person.close()
     presence = watcher.recv_type("presence")
     assert (presence["name"], presence["event"]) == ("alice", "leave")
@@ -285,10 +285,7 @@ def test_names_are_unique_ignoring_case_and_nfc(daemon: Daemon) -> None:
     nc.send_line("1234")
     nc.read_until(lambda line: line == "Enter your name:")
     nc.send_line("zo\u00e9")
-    assert nc.read_line() == ("! The name 'zoé' is already taken in this room. A name is 1 to "
-                              "32 printable characters, with no control or formatting "
-                              "characters and no space at either end, and is unique in the "
-                              "room (ignoring case).")
+    assert nc.read_line() == "! The name 'zoé' is already taken in this room."
     assert nc.read_line() == "Enter your name:"
     nc.send_line("x" * 33)
     assert nc.read_line().startswith("! A name is 1 to 32 printable characters")
@@ -362,7 +359,7 @@ def test_activity_log_file_records_the_session_without_message_text(daemon: Daem
 
 
 def test_log_messages_on_records_the_text(start_daemon: Callable[..., Daemon]) -> None:
-    daemon = start_daemon("[log]\nlog_messages = true\n")
+    daemon = start_daemon("[log]\nlog_messages = true\nlog_private_messages = true\n")
     alice = daemon.json_client()
     alice.join("8642", "alice")
     bob = daemon.json_client()

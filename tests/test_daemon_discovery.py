@@ -65,6 +65,7 @@ def test_printf_discover_server_into_nc_u_prints_server_here(daemon: Daemon) -> 
 
 def test_json_probe_gets_the_announcement(start_daemon: Callable[..., Daemon]) -> None:
     daemon = start_daemon(args=["--name", "Lab 3"])
+    assert daemon.http is not None  # the browser client's port is announced too
     reply = udp_query(local(daemon), probe("n-123"))
     assert reply is not None
     announce = json.loads(reply)
@@ -72,8 +73,12 @@ def test_json_probe_gets_the_announcement(start_daemon: Callable[..., Daemon]) -
     assert announce == {
         "type": "announce", "version": 1, "nonce": "n-123",
         "server_id": welcome["server_id"], "name": "Lab 3", "port": daemon.tcp[1],
-        "state": "active", "server_version": "0.1.0",
+        "state": "active", "server_version": "0.1.0", "http_port": daemon.http[1],
+        # The TLS port and the key's fingerprint travel with the announce (issue 13).
+        "tls_port": daemon.tls[1] if daemon.tls else None,
+        "tls_fingerprint": daemon.fingerprint,
     }
+    assert daemon.tls is not None and daemon.fingerprint.startswith("SHA256:")
 
 
 def test_announcement_carries_the_state(start_daemon: Callable[..., Daemon]) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from lanchat_testing import Daemon, DaemonError, env_with_repo, udp_query
+from lanchat_testing import Daemon, DaemonError, env_with_repo, udp_query, with_short_pins
 
 TIMEOUT = 10.0
 
@@ -39,7 +39,7 @@ def exit_status_within(daemon: Daemon, seconds: float) -> int:
 
 def rewrite_config(daemon: Daemon, text: str) -> None:
     tmp = daemon.config_path.with_suffix(".new")
-    tmp.write_text(text)
+    tmp.write_text(with_short_pins(text))  # the PIN length the daemon started with
     os.replace(tmp, daemon.config_path)
 
 
@@ -55,13 +55,22 @@ def reload(daemon: Daemon) -> dict[str, object]:
 
 
 def test_readiness_line_names_the_bound_addresses(daemon: Daemon) -> None:
-    match = re.fullmatch(r"lanchatd ready tcp=127\.0\.0\.1:(\d+) udp=0\.0\.0\.0:(\d+)"
+    # The default discovery host is dual-stack: one IPv6 socket for IPv4 and IPv6.  The
+    # web port comes after discovery, with the page's address for people.
+    match = re.fullmatch(r"lanchatd ready tcp=127\.0\.0\.1:(\d+) udp=\[::\]:(\d+)"
+                         r" http=127\.0\.0\.1:(\d+) page=http://127\.0\.0\.1:(\d+)/"
+                         r" tls=127\.0\.0\.1:(\d+)"
+                         r" fingerprint=(SHA256:[0-9a-f]{4}(?:-[0-9a-f]{4}){15})"
                          r"(?: control=(\S+))?", daemon.ready_line)
     assert match is not None, daemon.ready_line
-    tcp_port, udp_port = int(match.group(1)), int(match.group(2))
-    assert 0 < tcp_port < 65536 and 0 < udp_port < 65536
-    if match.group(3) is not None:
-        assert match.group(3) == str(daemon.control_path)
+    tcp_port, udp_port, http_port = (int(match.group(i)) for i in (1, 2, 3))
+    assert 0 < tcp_port < 65536 and 0 < udp_port < 65536 and 0 < http_port < 65536
+    assert int(match.group(4)) == http_port
+    if match.group(7) is not None:
+        assert match.group(7) == str(daemon.control_path)
+    # The TLS port and its key's fingerprint (issue 13): what clients will pin.
+    assert daemon.tls is not None and int(match.group(5)) == daemon.tls[1] != tcp_port
+    assert match.group(6) == daemon.fingerprint
     assert daemon.text_client().greeting.startswith("LANCHAT/1 ready ")
     assert udp_query(("127.0.0.1", udp_port), b"DISCOVER_SERVER") == b"SERVER_HERE"
     # One line on stdout, and nothing else there.
@@ -133,7 +142,7 @@ def test_a_discovery_port_in_use_is_a_clear_error_not_a_shared_port(
     first = start_daemon()
     with pytest.raises(DaemonError) as info:
         start_daemon(args=["--discovery-port", str(first.udp[1])])
-    assert (f"cannot bind the UDP discovery socket to 0.0.0.0:{first.udp[1]}: Address "
+    assert (f"cannot bind the UDP discovery socket to [::]:{first.udp[1]}: Address "
             "already in use (choose another address or --discovery-port)") in str(info.value)
     assert udp_query(("127.0.0.1", first.udp[1]), b"DISCOVER_SERVER") == b"SERVER_HERE"
 
@@ -216,7 +225,7 @@ def test_sighup_reloads_text_language(daemon: Daemon) -> None:
     newcomer.send_line("kari")
     assert newcomer.read_line() == ("* Du er i rom 1234 som kari. Her: kari, ola. "
                                     "Skriv /help for kommandoer.")
-    assert member.read_until(lambda line: "kari" in line).endswith("* kari ble med")
+    assert member.read_until(lambda line: "kari" in line).endswith("--> kari ble med")
     member.send_line("/nope")
     assert member.read_line() == "! Ukjent kommando /nope. Skriv /help for kommandoer."
 
@@ -239,8 +248,8 @@ def test_sighup_reloads_message_rate(daemon: Daemon) -> None:
                             and not e.get("history")))
     assert live["text"] == "one"
     error = fresh.recv_until(lambda e: e["type"] == "error")
-    assert error["code"] == "rate_limited"
-    assert "0.5 messages a second" in error["message"]
+    assert error["code"] == "throttled"  # "two" waits: read at the reloaded rate
+    assert "0.5 lines a second" in error["message"]
 
 
 def test_sighup_with_a_broken_file_keeps_the_running_configuration(
