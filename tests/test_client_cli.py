@@ -51,10 +51,14 @@ def test_server_addresses() -> None:
 
 def test_where_to_connect() -> None:
     assert options("--server", "lab:6000").server == ("lab", 6000)
-    assert options("--host", "192.0.2.5").server == ("192.0.2.5", 5000)
+    # Without a port, TLS on its default port; plain text's only with --insecure.
+    assert options("--host", "192.0.2.5").server == ("192.0.2.5", 5443)
+    assert options("--host", "192.0.2.5", "--insecure").server == ("192.0.2.5", 5000)
     assert options("--host", "192.0.2.5", "--port", "6000").server == ("192.0.2.5", 6000)
     assert options("--host", "::1", "--port", "6000").server == ("::1", 6000)
     assert options().server is None
+    # As in the original client, --port alone means the server on this machine.
+    assert options("--port", "6000").server == ("127.0.0.1", 6000)
     found = options("--discovery-address", "127.255.255.255", "--discovery-port", "7001",
                     "--discovery-address", "127.0.0.1:7002",
                     "--discovery-timeout", "0.5", "--server-name", "lab")
@@ -72,7 +76,7 @@ def test_room_and_name() -> None:
 
 @pytest.mark.parametrize(("argv", "expected"), [
     (["--server", "a", "--host", "b"], "not both"),
-    (["--port", "6000"], "--port needs --host"),
+    (["--discover", "--port", "6000"], "--discover"),
     (["--server", "a:1", "--port", "2"], "not with --port"),
     (["--discover", "--server", "a"], "--discover"),
     (["--server-name", "lab", "--server", "a"], "--server-name"),
@@ -102,7 +106,7 @@ def test_settings_file_gives_defaults_and_flags_win(no_user_settings: Path) -> N
     assert got.settings.palette == ("green", "red") and not got.settings.colours
     assert got.settings.timestamp_format == "%H:%M:%S" and not got.settings.bell
     flags = options("--name", "bob", "--server", "other", "--pin", "1111")
-    assert (flags.name, flags.server, flags.pin) == ("bob", ("other", 5000), "1111")
+    assert (flags.name, flags.server, flags.pin) == ("bob", ("other", 5443), "1111")
     # Asking for discovery ignores the configured server.
     assert options("--discover").server is None
 
@@ -180,3 +184,14 @@ def test_version_and_help() -> None:
     for flag in ("--server", "--host", "--port", "--username", "--pin", "--discover",
                  "--discovery-address", "--plain", "--json", "--config-path"):
         assert flag in help_text
+
+
+def test_port_alone_joins_the_server_on_this_machine(daemon: Daemon, tmp_path: Path) -> None:
+    """The original client's ``--port PORT`` without ``--host``: localhost."""
+    with daemon.json_client() as watcher:
+        watcher.join("1234", "watcher")
+        result = run_client(["--port", str(daemon.tcp[1]), "--pin", "1234", "--name", "ci"],
+                            client_env(tmp_path), input="via --port alone\n")
+        assert result.returncode == 0, result.stderr
+        message = watcher.recv_type("message")
+        assert (message["from"], message["text"]) == ("ci", "via --port alone")

@@ -16,36 +16,55 @@ from lanchat_testing import Daemon
 from test_client_support import client_env, run_client, unused_udp_port
 
 from lanchat.client import discovery
-from lanchat.client.discovery import IFF_BROADCAST, IFF_LOOPBACK, IFF_UP, Interface
+from lanchat.client.discovery import Interface
 from lanchat.protocol import discovery as wire
 
 LOOPBACK_BROADCAST = "127.255.255.255"
 
 
 def test_targets_are_the_limited_broadcast_and_each_usable_interface() -> None:
-    up_bcast = IFF_UP | IFF_BROADCAST
     interfaces = [
-        Interface("lo", IFF_UP | IFF_LOOPBACK, None),
-        Interface("eth0", up_bcast, "192.168.1.255"),
-        Interface("eth0:1", up_bcast, "192.168.1.255"),  # an alias: same broadcast
-        Interface("wlan0", IFF_BROADCAST, "10.1.255.255"),  # down
-        Interface("tun0", IFF_UP, None),  # point to point: no broadcast
-        Interface("eth1", up_bcast, "0.0.0.0"),
-        Interface("odd", up_bcast, "127.255.255.255"),
-        Interface("eth2", up_bcast, "10.0.0.255"),
+        Interface("lo", "127.0.0.1", 8),
+        Interface("eth0", "192.168.1.20", 24),
+        Interface("eth0", "192.168.1.21", 24),  # a second address: the same broadcast
+        Interface("tun0", "10.8.0.2", 32),  # point to point: no broadcast
+        Interface("ptp", "10.9.0.0", 31),
+        Interface("wlan0", "10.1.2.3", 16),
+        Interface("link", "169.254.77.3", 24),
     ]
     assert discovery.broadcast_targets(interfaces) == [
-        "255.255.255.255", "192.168.1.255", "10.0.0.255"]
+        "255.255.255.255", "192.168.1.255", "10.1.255.255", "169.254.77.255"]
     assert discovery.broadcast_targets([]) == ["255.255.255.255"]
 
 
 def test_interfaces_of_this_host_are_read_and_loopback_is_never_a_target() -> None:
-    interfaces = discovery.list_interfaces()  # ioctls only: nothing is sent
-    assert any(i.flags & IFF_LOOPBACK for i in interfaces)
+    interfaces = discovery.list_interfaces()  # ifaddr reads them: nothing is sent
+    assert any(i.address == "127.0.0.1" for i in interfaces)
     targets = discovery.default_targets()
     assert targets[0] == "255.255.255.255"
     assert not any(t.startswith("127.") for t in targets)
     assert len(targets) == len(set(targets))
+
+
+def test_a_probe_that_could_not_be_sent_anywhere_does_not_wait() -> None:
+    errors: list[str] = []
+    started = time.monotonic()
+    assert discovery.probe([("127.0.0.1", 0)], timeout=30.0, errors=errors) == []
+    assert time.monotonic() - started < 10.0  # not the 30 s timeout
+    assert errors and "127.0.0.1:0" in errors[0]
+
+
+def test_with_no_network_a_local_daemon_is_still_found_without_the_long_wait(
+        daemon: Daemon) -> None:
+    # The broadcast target fails to send (port 0 is refused before anything leaves);
+    # the daemon on this machine answers the probe sent to it in passing.
+    found = discovery.probe([("127.0.0.1", 0)], timeout=30.0,
+                            local=("127.0.0.1", daemon.udp[1]))
+    assert [f.port for f in found] == [daemon.tcp[1]]
+    started = time.monotonic()
+    assert discovery.probe([("127.0.0.1", 0)], timeout=30.0,
+                           local=("127.0.0.1", unused_udp_port())) == []
+    assert time.monotonic() - started < 10.0  # the settle time, not the 30 s timeout
 
 
 def announce(nonce: str, server_id: str, name: str = "lab", state: str = "active") -> bytes:
@@ -141,7 +160,9 @@ def test_joining_by_discovery_without_a_terminal_takes_the_only_active_server(
                             client_env(tmp_path), input="found you\n")
         assert result.returncode == 0, result.stderr
         assert watcher.recv_type("message")["text"] == "found you"
-    assert f"Found server at 127.0.0.1:{beta.tcp[1]}: beta (in standby)" in result.stderr
+    # Shown at its TLS address, the one the client would connect to.
+    assert beta.tls is not None
+    assert f"Found server at 127.0.0.1:{beta.tls[1]}: beta (in standby)" in result.stderr
 
 
 def test_server_name_picks_and_a_standby_server_is_not_joined(

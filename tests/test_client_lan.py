@@ -267,7 +267,9 @@ def test_plain_chat_through_default_discovery(lan: LanSetup, tmp_path: Path) -> 
     message = json.loads(out.splitlines()[-1])
     assert (message["from"], message["room"], message["text"]) == ("far", "1234", "hi")
     # Two servers answered: the standby one was shown as such, the active one joined.
-    assert f"Found server at {SUBNET}.2:{lan.annex.tcp[1]}: annex (in standby)" \
+    # (Each is shown at its TLS address, the one the client connects to.)
+    assert lan.annex.tls is not None
+    assert f"Found server at {SUBNET}.2:{lan.annex.tls[1]}: annex (in standby)" \
         in result.stderr
     joined = lan.lab.wait_for_log(lambda e: e["event"] == "join" and e.get("name") == "far")
     assert joined["room"] == "1234"

@@ -74,8 +74,20 @@ def test_undeliverable_lines_are_reported_and_the_rest_delivered(
         assert result.returncode == 1
         assert texts_from(watcher, "ci", 2) == ["first", "last"]
         assert "Line 2 not sent" in result.stderr and "2000" in result.stderr
-        assert "Nobody called 'nobody'" in result.stderr
-        assert "unknown command /bogus" in result.stderr
+        # Refused by the server, after it left: still named by its line, as promised.
+        assert "Line 3 not sent: Nobody called 'nobody'" in result.stderr
+        assert "Line 4 not sent: unknown command /bogus" in result.stderr
+
+
+def test_client_commands_in_plain_mode(daemon: Daemon, tmp_path: Path) -> None:
+    with daemon.json_client() as bob:
+        bob.join("1234", "bob")
+        result = run_client([*server_arg(daemon), "--pin", "1234", "--name", "ci"],
+                            client_env(tmp_path), input="/names\n/nick other\nstill ci\n")
+        assert result.returncode == 1
+        assert "* In room 1234: bob, ci" in result.stdout
+        assert "Line 2 not sent: /nick works in the full-screen chat" in result.stderr
+        assert texts_from(bob, "ci", 1) == ["still ci"]
 
 
 def test_json_prints_protocol_events(daemon: Daemon, tmp_path: Path) -> None:
@@ -109,7 +121,8 @@ def test_taken_name_is_explained(daemon: Daemon, tmp_path: Path) -> None:
         result = run_client([*server_arg(daemon), "--pin", "1234", "--name", "ci"],
                             client_env(tmp_path), input="hello\n")
     assert result.returncode == 1
-    assert "already used in this room" in result.stderr and "--name" in result.stderr
+    assert "The name 'ci' is already taken in this room. Choose another." in result.stderr
+    assert "--name" in result.stderr
 
 
 def test_server_in_standby_is_said_and_not_retried(start_daemon: Callable[..., Daemon],
@@ -291,3 +304,69 @@ def test_control_characters_from_a_hostile_server_never_reach_the_terminal(
     assert "\ufffd]0;owned" in result.stdout  # shown, but defused
     for stream in (result.stdout, result.stderr):
         assert "\x1b" not in stream and "\x07" not in stream and "\u202e" not in stream
+
+
+@pytest.mark.parametrize(("selector", "stdin"), [
+    ("select", "select"),   # macOS: select() watches the terminal where kqueue cannot
+    ("poll", "select"),
+    ("select", "thread"),   # Windows: select() takes sockets only; a thread reads stdin
+    ("default", "thread"),
+])
+def test_the_loop_with_each_selector_and_the_stdin_thread(
+        daemon: Daemon, tmp_path: Path, selector: str, stdin: str) -> None:
+    env = client_env(tmp_path, LANCHAT_SELECTOR=selector, LANCHAT_STDIN=stdin)
+    args = [*server_arg(daemon), "--pin", "1234", "--name", "ci"]
+    with daemon.json_client() as bob, ClientProcess(args, env) as client:
+        bob.join("1234", "bob")
+        client.wait_for("In room 1234 as ci")
+        client.write("first line\n")
+        assert texts_from(bob, "ci", 1) == ["first line"]
+        bob.say("an answer")
+        client.wait_for("bob: an answer", stream="out")
+        client.write("second ")  # half a line waits for its end
+        client.write("line\n/who\n")
+        assert texts_from(bob, "ci", 1) == ["second line"]
+        client.wait_for("* In room 1234: bob, ci", stream="out")
+        client.close_stdin()
+        code, _out, err = client.finish()
+        assert code == 0, err
+        left = bob.recv_until(lambda e: e["type"] == "presence" and e["event"] == "leave")
+        assert left["name"] == "ci"
+
+
+def test_the_stdin_thread_is_what_the_loop_watches(daemon: Daemon, tmp_path: Path) -> None:
+    """In-process: with the reader thread, the selector never sees stdin itself."""
+    import os
+    import selectors
+
+    from lanchat.client import joining, settings
+    from lanchat.client.options import Options
+    from lanchat.client.plain import PlainMode
+
+    registered: list[object] = []
+
+    class Recording(selectors.SelectSelector):
+        def register(self, fileobj: Any, events: int, data: Any = None
+                     ) -> selectors.SelectorKey:
+            registered.append(fileobj)
+            return super().register(fileobj, events, data)
+
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"through the thread\n")
+    os.close(write_fd)
+    options = Options(pin="1234", name="ci", plain=True,
+                      state_file=tmp_path / "last.json", settings=settings.Settings())
+    with daemon.json_client() as bob, open(os.devnull, "w") as sink:
+        bob.join("1234", "bob")
+        collector = joining.Joiner()
+        client = joining.make_client(joining.Target("127.0.0.1", daemon.tcp[1]), options,
+                                     collector.emit, Recording())
+        backlog = joining.join_room(client, collector, joining.TerminalPrompter(
+            interactive=False), options)
+        mode = PlainMode(client, options, stdin_fd=read_fd, stdout=sink, stderr=sink,
+                         stdin_mode="thread")
+        assert mode.run(backlog) == 0
+        assert texts_from(bob, "ci", 1) == ["through the thread"]
+    os.close(read_fd)
+    assert read_fd not in registered
+    assert mode._stdin_thread is not None and mode._stdin_thread.sock in registered

@@ -391,3 +391,28 @@ def test_sync_ping_refused_still_ends_the_wait() -> None:
     assert sent(session)[-1] == {"type": "ping", "token": s.SYNC_TOKEN}
     session.receive_data(ev(chat.Error("rate_limited", "Rate limited", "ping")), now)
     assert sent(session) == [{"type": "say", "text": "in doubt"}]
+
+
+def test_why_the_session_is_out_of_the_room_is_kept_until_it_is_back() -> None:
+    session = joined_session()
+    assert session.trouble is None
+    session.connection_lost("reset", 1.0)
+    session.connecting(2.0)
+    session.connection_made(2.0)
+    assert session.handshake_deadline == 2.0 + s.HANDSHAKE_TIMEOUT
+    session.receive_data(b"LANCHAT/1 standby The server is in standby.\n", 2.0)
+    events = session.receive_data(b"", 2.0)
+    assert isinstance(events[-1], s.Disconnected) and events[-1].code == "standby"
+    assert session.trouble == events[-1]
+    session.connecting(5.0)
+    session.connection_made(5.0)
+    session.receive_data(GREETING, 5.0)
+    session.receive_data(welcome(), 5.0)
+    session.receive_data(ev(chat.Joined("1234", "ci", ("ci",))), 5.0)
+    assert session.trouble is None and session.handshake_deadline is None
+
+
+def test_fits_says_whether_a_message_fits_the_servers_line() -> None:
+    session = joined_session(max_line=200)
+    assert session.fits(chat.Say("x" * 100))
+    assert not session.fits(chat.Say("x" * 300))

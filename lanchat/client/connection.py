@@ -8,6 +8,10 @@ returns are handed to the interface through the ``emit`` callback.  The interfac
 (plain mode, curses) owns the loop: it registers its own input on the same selector
 and calls ``timeout()`` and ``tick()`` around ``select``.
 
+With a ``SecureStep`` (lanchat/client/secure.py) the bytes go through TLS, and the
+server's key is checked against the pinned one before the session's first bytes after
+the ``welcome`` (the PIN and the name) are written; without one, plain TCP as before.
+
 Name resolution is the one blocking step (``getaddrinfo``); on a LAN it is a hosts
 file or mDNS lookup.  The connect itself is non-blocking, with a timeout.
 """
@@ -21,6 +25,10 @@ import socket
 import time
 from collections.abc import Callable
 
+from lanchat import tls
+from lanchat.client import pinning
+from lanchat.client.i18n import _
+from lanchat.client.secure import SecureStep
 from lanchat.client.session import Session, UiEvent
 
 CONNECT_TIMEOUT = 10.0
@@ -38,25 +46,27 @@ def parse_server(text: str, default_port: int) -> tuple[str, int]:
     """
     text = text.strip()
     if not text:
-        raise ValueError("the server address is empty")
+        raise ValueError(_("the server address is empty"))
     port_text = ""
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r} is not HOST[:PORT] ([IPv6]:PORT for IPv6)")
+            raise ValueError(_("{value!r} is not HOST[:PORT] ([IPv6]:PORT for IPv6)").format(
+                value=text))
         port_text = rest[1:]
     elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
+        host, _sep, port_text = text.partition(":")
     else:
         host = text  # a name, IPv4 address or bare IPv6 address
     if not host:
-        raise ValueError(f"{text!r} has no host")
+        raise ValueError(_("{value!r} has no host").format(value=text))
     if port_text == "" and (text.endswith(":")):
-        raise ValueError(f"{text!r} has an empty port")
+        raise ValueError(_("{value!r} has an empty port").format(value=text))
     port = default_port
     if port_text:
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"the port in {text!r} is not a number from 1 to 65535")
+            raise ValueError(_("the port in {value!r} is not a number from 1 to 65535").format(
+                value=text))
         port = int(port_text)
     return host, port
 
@@ -65,7 +75,8 @@ class ChatClient:
     def __init__(self, session: Session, host: str, port: int,
                  selector: selectors.BaseSelector, emit: Callable[[list[UiEvent]], None], *,
                  clock: Callable[[], float] = time.monotonic,
-                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT,
+                 secure: SecureStep | None = None) -> None:
         self.session = session
         self.host = host
         self.port = port
@@ -77,6 +88,16 @@ class ChatClient:
         self._connecting_until: float | None = None
         self._out = bytearray()
         self._registered_mask = 0
+        self.secure = secure
+        self._old_welcome: object = None  # the last connection's, not to be checked again
+        # Connected, but the TLS step is not through (a handshake, or waiting to see
+        # which the port speaks): a silent server is given up like a silent connect.
+        self._securing_until: float | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        """This connection is TLS (False also while not connected)."""
+        return self.secure is not None and self.secure.encrypted
 
     @property
     def address(self) -> str:
@@ -93,9 +114,21 @@ class ChatClient:
             times.append(deadline)
         if self._connecting_until is not None:
             times.append(self._connecting_until)
+        if self.secure is not None and self.secure.deadline() is not None:
+            times.append(self.secure.deadline() or 0.0)
+        if self._securing_until is not None:
+            times.append(self._securing_until)
         if not times:
             return None
         return max(0.0, min(times) - now)
+
+    def gives_up_at(self) -> float | None:
+        """When the connection being opened is given up if the server stays silent."""
+        if self._connecting_until is not None:
+            return self._connecting_until
+        if self._securing_until is not None:
+            return self._securing_until
+        return self.session.handshake_deadline
 
     def tick(self) -> None:
         """Run what is due: session timers, a connect timeout, a scheduled reconnect."""
@@ -104,6 +137,14 @@ class ChatClient:
             self._close()
             self.emit(self.session.connection_failed(
                 f"no answer from {self.address} within {self.connect_timeout:g} s", now))
+        if self._securing_until is not None and now >= self._securing_until:
+            self._close()
+            self.emit(self.session.connection_failed(
+                f"no answer from {self.address} within {self.connect_timeout:g} s "
+                "(TLS handshake)", now))
+        if self.secure is not None and self.sock is not None and self.secure.deadline() is not None:
+            self.secure.tick(now)
+            self._secure_progress([])
         self.emit(self.session.tick(now))
         self.flush()
         if self.session.wants_connect(self.clock()):
@@ -112,6 +153,10 @@ class ChatClient:
     def flush(self) -> None:
         """Write what the session has produced; close if the session asks."""
         data = self.session.data_to_send()
+        if data and self.secure is not None:
+            if not self._verify([]):
+                return
+            data = self.secure.outgoing(data)
         if data:
             self._out += data
         if self.sock is not None and self._connecting_until is None and self._out:
@@ -162,6 +207,13 @@ class ChatClient:
             return
         self._connecting_until = None
         self._watch(selectors.EVENT_READ)
+        if self.secure is not None:
+            self._old_welcome = self.session.welcome
+            self.secure.begin(self.clock())
+            if not self.secure.ready:  # a TLS handshake, or waiting to see which
+                self._securing_until = self.clock() + self.connect_timeout
+                self._secure_progress([])
+                return
         self.emit(self.session.connection_made(self.clock()))
         self.flush()
 
@@ -192,7 +244,9 @@ class ChatClient:
             except OSError as exc:
                 self._lost(exc.strerror or str(exc))
                 return
-            if data is not None:
+            if data is not None and self.secure is not None:
+                self._secure_receive(data)
+            elif data is not None:
                 events = self.session.receive_data(data, self.clock())
                 if not data and self.sock is not None:
                     self._close()
@@ -200,6 +254,63 @@ class ChatClient:
         if mask & selectors.EVENT_WRITE and self.sock is not None:
             self._write()
         self.flush()
+
+    # ------------------------------------------------------------------ the TLS step
+
+    def _secure_receive(self, data: bytes) -> None:
+        assert self.secure is not None
+        was_ready = self.secure.ready
+        try:
+            plain = self.secure.incoming(data)
+        except pinning.Refused as exc:
+            self._refuse(str(exc))
+            return
+        except tls.TlsError as exc:
+            self._lost(str(exc))
+            return
+        events: list[UiEvent] = []
+        if self.secure.ready and not was_ready:
+            self._securing_until = None
+            events += self.session.connection_made(self.clock())
+        if plain:
+            events += self.session.receive_data(plain, self.clock())
+        if not data:
+            events += self.session.receive_data(b"", self.clock())
+            if self.sock is not None:
+                self._close()
+        if self._verify(events):
+            self._secure_progress(events)
+
+    def _verify(self, events: list[UiEvent]) -> bool:
+        """Check the welcome's server id before anything more is written or shown."""
+        assert self.secure is not None
+        welcome = self.session.welcome
+        if (self.secure.verified or welcome is None or welcome is self._old_welcome
+                or not self.secure.ready):
+            return True
+        try:
+            self.secure.check_welcome(welcome)
+        except pinning.Refused as exc:
+            self._refuse(str(exc))
+            return False
+        return True
+
+    def _secure_progress(self, events: list[UiEvent]) -> None:
+        """Write the TLS step's own bytes (handshake), then show what the session said."""
+        assert self.secure is not None
+        if self.sock is not None:
+            raw = self.secure.outgoing(b"")
+            if raw:
+                self._out += raw
+                self._write()
+        self.emit(events)
+
+    def _refuse(self, message: str) -> None:
+        """This server must not get the PIN: drop everything and end the session."""
+        self.session.data_to_send()  # the join that must not leave
+        self._out.clear()
+        self._close()
+        self.emit(self.session.abandon("key_refused", message, self.clock()))
 
     def _write(self) -> None:
         assert self.sock is not None
@@ -219,6 +330,7 @@ class ChatClient:
 
     def _close(self) -> None:
         self._connecting_until = None
+        self._securing_until = None
         self._out.clear()
         if self.sock is not None:
             if self._registered_mask:
@@ -226,6 +338,14 @@ class ChatClient:
             self._registered_mask = 0
             self.sock.close()
             self.sock = None
+
+    def use_session(self, session: Session) -> None:
+        """Go on with another session (another room or name): what the old one still
+        has to say (its quit) is sent, its connection closed, and the new one connects
+        on the next ``tick``."""
+        self.flush()
+        self.close()
+        self.session = session
 
     def close(self) -> None:
         """Drop the connection without telling the session (the program is ending)."""

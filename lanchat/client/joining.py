@@ -14,12 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
-from lanchat.client import discovery, messages
+from lanchat.client import discovery, messages, pinning
 from lanchat.client import session as s
-from lanchat.client.connection import ChatClient, format_address
-from lanchat.client.i18n import _
+from lanchat.client.connection import ChatClient, format_address, parse_server
+from lanchat.client.i18n import _, language
 from lanchat.client.options import Options
-from lanchat.client.settings import LastServer, load_last_server, save_last_server
+from lanchat.client.secure import SecureStep
+from lanchat.client.settings import (
+    DEFAULT_CHAT_PORT,
+    LOCALHOST,
+    LastServer,
+    load_last_server,
+    save_last_server,
+)
 from lanchat.protocol import chat, rules
 from lanchat.protocol.errors import RemoteProtocolError
 
@@ -60,8 +67,12 @@ class TerminalPrompter:
             self.stderr.write(prompt)
             self.stderr.flush()
             line = self.stdin.readline()
+            if not line:
+                self.stderr.write("\n")  # what follows starts on a line of its own
             return line.rstrip("\n") if line else None
         except EOFError:
+            # Ctrl-D leaves the cursor after the prompt: end that line first.
+            print(file=self.stderr, flush=True)
             return None
 
     def say(self, text: str) -> None:
@@ -76,6 +87,8 @@ class Target:
     host: str
     port: int
     name: str = ""
+    server_id: str | None = None  # known before connecting: checked at the TLS handshake
+    mode: str = "auto"            # "tls", "plain" or "auto" (lanchat.client.secure)
 
     @property
     def address(self) -> str:
@@ -92,25 +105,80 @@ def no_server_help(port: int) -> list[str]:
         "  - " + _("the Wi-Fi isolates clients from each other (client isolation)."),
         _("If you know the server's address, connect to it directly: "
           "lanchat --server HOST[:PORT]"),
+        _("To find out which it is: lanchat doctor"),
     ]
 
 
 def describe_found(found: discovery.Found) -> str:
     text = _("[Client] Found server at {address}: {name}").format(
-        address=found.address, name=found.name or "?")
+        address=found.tls_address or found.address, name=found.name or "?")
     if not found.accepts_people:
         text += " (" + messages.state_text(found.state) + ")"
+    if found.fingerprint:
+        text += " " + _("key {fingerprint}").format(fingerprint=found.fingerprint)
+    else:
+        text += " " + _("(no TLS)")
     return text
 
 
+def screen_found(found: list[discovery.Found], options: Options,
+                 say: Callable[[str], None]) -> list[discovery.Found]:
+    """Drop the answers that claim a known server id with another key (or, without
+    --insecure, without TLS), saying why; the rest may be joined."""
+    known = pinning.KnownServers(options.known_servers)
+    kept: list[discovery.Found] = []
+    for f in found:
+        entry = known.get(f.server_id)
+        if entry is not None and f.fingerprint is not None and f.fingerprint != entry.fingerprint:
+            say(_("Refusing the server answering at {address} as {name}:").format(
+                address=f.tls_address, name=f.name or "?"))
+            say(pinning.key_changed(f.server_id, f.name, entry.fingerprint, f.fingerprint))
+        elif entry is not None and f.fingerprint is None and not options.insecure:
+            say(_("Refusing the server answering at {address} as {name} ({server_id}): it "
+                  "offers no TLS, but that server is known to. Use --insecure to connect "
+                  "anyway.").format(address=f.address, name=f.name or "?",
+                                    server_id=f.server_id))
+        else:
+            kept.append(f)
+    return kept
+
+
+def target_for(found: discovery.Found, options: Options) -> Target:
+    """How to reach a server found by discovery: TLS when it offers it."""
+    if found.tls_port is not None and not (options.insecure and found.port):
+        return Target(found.host, found.tls_port, found.name, found.server_id, "tls")
+    return Target(found.host, found.port, found.name, found.server_id, "plain")
+
+
+def discovery_targets(options: Options) -> tuple[list[discovery.ProbeTarget],
+                                                  tuple[str, int] | None]:
+    """Where the probe goes: --discovery-address; else every path (the broadcasts, each
+    interface's ff02::1; mDNS adds its own as it finds them), and this machine first
+    (a daemon here answers on loopback even when no network is up)."""
+    if options.discovery_targets:
+        return discovery.as_targets(options.discovery_targets), None
+    return (discovery.default_probe_targets(options.discovery_port),
+            (LOCALHOST, options.discovery_port))
+
+
 def run_discovery(options: Options, say: Callable[[str], None]) -> list[discovery.Found]:
-    targets = list(options.discovery_targets) or [
-        (address, options.discovery_port) for address in discovery.default_targets()]
-    errors: list[str] = []
-    found = discovery.probe(targets, options.discovery_timeout, errors=errors)
-    if not found and errors and len(errors) == len(targets):
+    """Probe every path (or only ``--discovery-address``) and return the servers."""
+    from lanchat.client import mdns
+
+    targets, local = discovery_targets(options)
+    browser = None
+    if not options.discovery_targets:
+        browser, _reason = mdns.start(options.discovery_port)
+    try:
+        result = discovery.run_round(targets, options.discovery_timeout, late=browser,
+                                     local=local)
+    finally:
+        if browser is not None:
+            browser.close()
+    errors = [f"{target.label}: {reason}" for target, reason in result.errors.items()]
+    if not result.found and errors and len(errors) == len(targets):
         say(_("Could not send the discovery probe: {errors}").format(errors="; ".join(errors)))
-    return found
+    return result.found
 
 
 def choose_server(found: list[discovery.Found], options: Options,
@@ -132,9 +200,9 @@ def choose_server(found: list[discovery.Found], options: Options,
                 name=only.name, address=only.address, state=messages.state_text(only.state)))
         return only
     open_ = [f for f in found if f.accepts_people]
+    if len(open_) == 1:
+        return open_[0]  # the others would refuse: nothing to choose (they are listed)
     if not prompter.interactive:
-        if len(open_) == 1:
-            return open_[0]
         raise JoinError(
             _("Several servers answered: {names}. Choose one with --server-name NAME or "
               "--server HOST[:PORT].").format(
@@ -159,22 +227,67 @@ def choose_server(found: list[discovery.Found], options: Options,
 
 
 def find_server(options: Options, prompter: Prompter) -> Target:
-    """Where to connect: --server, else discovery, else the last server used."""
+    """Where to connect: --server, else discovery, else the last server used, else
+    what the person types (an address, or Enter to search again)."""
     if options.server is not None:
-        return Target(*options.server)
-    found = run_discovery(options, prompter.say)
-    for f in found:
-        prompter.say(describe_found(f))
-    if found:
-        chosen = choose_server(found, options, prompter)
-        return Target(chosen.host, chosen.port, chosen.name)
-    last = load_last_server(options.state_file)
-    if last is not None and options.server_name is None:
-        prompter.say(_("Found no server on the LAN; trying the last server used, {name} "
-                       "({address}).").format(name=last.name or "?",
-                                              address=format_address(last.host, last.port)))
-        return Target(last.host, last.port, last.name)
-    raise JoinError("\n".join(no_server_help(options.discovery_port)))
+        return direct_target(*options.server, options)
+    first = True
+    while True:
+        found = run_discovery(options, prompter.say)
+        for f in found:
+            prompter.say(describe_found(f))
+        if found:
+            trusted = screen_found(found, options, prompter.say)
+            if not trusted:
+                raise JoinError(_("No server that answered can be trusted; nothing was sent."))
+            chosen = choose_server(trusted, options, prompter)
+            return target_for(chosen, options)
+        last = load_last_server(options.state_file) if first else None
+        first = False
+        if last is not None and options.server_name is None:
+            prompter.say(_("Found no server on the LAN; trying the last server used, {name} "
+                           "({address}).").format(name=last.name or "?",
+                                                  address=format_address(last.host, last.port)))
+            return Target(last.host, last.port, last.name, last.server_id or None,
+                          "plain" if options.insecure else "auto")
+        if not prompter.interactive:
+            raise JoinError("\n".join(no_server_help(options.discovery_port)))
+        for line in no_server_help(options.discovery_port)[:-1]:  # the last: asked below
+            prompter.say(line)
+        target = ask_address(prompter, options)
+        if target is not None:
+            return target
+
+
+def direct_target(host: str, port: int, options: Options) -> Target:
+    """A server given by address: TLS on the TLS port, plain text with --insecure, and
+    on any other port whichever the server speaks (lanchat.client.secure, "auto")."""
+    mode = "plain" if options.insecure else (
+        "tls" if port == chat.DEFAULT_TLS_PORT else "auto")
+    return Target(host, port, mode=mode)
+
+
+QUIT_ANSWERS = ("q", "quit", "/quit")
+
+
+def ask_address(prompter: Prompter, options: Options) -> Target | None:
+    """The server's address typed by the person; None: search again (raises JoinError
+    when they quit)."""
+    default_port = DEFAULT_CHAT_PORT if options.insecure else chat.DEFAULT_TLS_PORT
+    while True:
+        answer = prompter.ask(_("Server address (HOST[:PORT]), Enter to search again, "
+                                "q to quit: "))
+        if answer is None or answer.strip().lower() in QUIT_ANSWERS:
+            raise JoinError(_("No server chosen."))
+        answer = answer.strip()
+        if not answer:
+            return None
+        try:
+            host, port = parse_server(answer, default_port)
+        except ValueError as exc:
+            prompter.say(_("Not a server address: {reason}.").format(reason=exc))
+            continue
+        return direct_target(host, port, options)
 
 
 # ------------------------------------------------------------------ PIN and name
@@ -201,8 +314,8 @@ def ask_name(prompter: Prompter) -> str:
             raise JoinError(_("No name given (use --name NAME)."))
         try:
             return rules.normalize_name(answer.strip())
-        except RemoteProtocolError:
-            prompter.say(messages.name_rule())
+        except RemoteProtocolError as exc:
+            prompter.say(messages.name_refused(exc))
 
 
 class Joiner:
@@ -265,6 +378,9 @@ def join_room(client: ChatClient, joiner: Joiner, prompter: Prompter,
                                         welcome.name if welcome else "",
                                         welcome.server_id if welcome else ""),
                              options.state_file)
+            if not client.encrypted:
+                prompter.say(_("[Client] Warning: this connection is not encrypted; anyone "
+                               "on the network can read the room."))
             rest = [*early, event, *joiner.events]
             joiner.events.clear()
             return rest
@@ -273,6 +389,14 @@ def join_room(client: ChatClient, joiner: Joiner, prompter: Prompter,
 
 
 def make_client(target: Target, options: Options, emit: Callable[[list[s.UiEvent]], None],
-                selector: selectors.BaseSelector) -> ChatClient:
-    session = s.Session(pin=options.pin, name=options.name)
-    return ChatClient(session, target.host, target.port, selector, emit)
+                selector: selectors.BaseSelector,
+                say: Callable[[str], None] = lambda text: None) -> ChatClient:
+    # The server's sentences in the person's language; with --json the events are data
+    # for a program, the same in every language, so English (no lang asked for).
+    session = s.Session(pin=options.pin, name=options.name,
+                        lang="" if options.json else language())
+    mode = "plain" if options.insecure and target.mode != "tls" else target.mode
+    secure = SecureStep(mode, pinning.KnownServers(options.known_servers),
+                        expected_id=target.server_id, name=target.name,
+                        insecure=options.insecure, say=say)
+    return ChatClient(session, target.host, target.port, selector, emit, secure=secure)

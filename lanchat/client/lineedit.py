@@ -146,23 +146,55 @@ class LineEditor:
     # ------------------------------------------------------------------ display
 
     def view(self, width: int) -> tuple[str, int]:
-        """The part of the text to show in ``width`` cells, and the cursor's column."""
+        """The part of the text to show in ``width`` cells, and the cursor's column.
+
+        The window over the text keeps the cursor inside it with one cell to spare,
+        moves only as far as it must, and never leaves cells empty on the right while
+        text is hidden on the left (a recalled short line, Backspace at the end of a
+        long one, a wider window).  Every step looks only at the characters within
+        ``width`` cells of the cursor, so a view costs the same for a pasted page as for
+        a word.
+        """
         if width <= 1:
             return "", 0
-        if self.cursor < self._offset:
-            self._offset = self.cursor
-        # Keep the cursor inside the window, with one cell to spare for it at the end.
-        while text_width(self.text[self._offset: self.cursor]) > width - 1:
-            self._offset += 1
-        shown = ""
+        room = width - 1  # cells before the cursor, which needs one of its own at the end
+        text_, cursor = self.text, self.cursor
+        # lowest: the leftmost start from which the cursor is still inside the window.
+        lowest = cursor
         used = 0
-        for ch in self.text[self._offset:]:
-            w = char_width(ch)
+        while lowest > 0:
+            w = char_width(text_[lowest - 1])
+            if used + w > room:
+                break
+            used += w
+            lowest -= 1
+        offset = min(max(self._offset, lowest), cursor)
+        # Fill the window: while the text from offset to the end leaves cells empty,
+        # show more of what is hidden on the left (down to ``lowest``).
+        tail = 0
+        i = offset
+        while i < len(text_) and tail <= room:
+            tail += char_width(text_[i])
+            i += 1
+        while offset > lowest:
+            w = char_width(text_[offset - 1])
+            if tail + w > room:
+                break
+            tail += w
+            offset -= 1
+        self._offset = offset
+        shown: list[str] = []
+        used = 0
+        column = 0
+        for i in range(offset, len(text_)):
+            w = char_width(text_[i])
             if used + w > width:
                 break
-            shown += ch
+            if i < cursor:
+                column += w
+            shown.append(text_[i])
             used += w
-        return shown, text_width(self.text[self._offset: self.cursor])
+        return "".join(shown), column
 
 
 def _common_prefix(words: list[str]) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import unicodedata
 
 from lanchat.client import session as s
-from lanchat.client.i18n import _, ngettext
+from lanchat.client.i18n import _, ngettext, translated
 from lanchat.protocol import chat, rules
+from lanchat.protocol.errors import ProtocolError
+from lanchat.protocol.vocabulary import ByeReason, LocalCode, ServerState
 
 
 def pin_rule(welcome: chat.Welcome | None) -> str:
@@ -22,17 +24,17 @@ def pin_rule(welcome: chat.Welcome | None) -> str:
     return _("A room PIN is {low} to {high} digits (0-9).").format(low=low, high=high)
 
 
-def name_rule() -> str:
-    return _("A name is 1 to {count} printable characters, with no control characters and "
-             "no space at either end, and must not already be used in the room (ignoring "
-             "case).").format(count=rules.NAME_MAX_CHARS)
+def name_refused(exc: ProtocolError) -> str:
+    """Why a name was refused by the protocol's rules (checked here before sending),
+    naming the rule it broke, in the person's language."""
+    return translated(exc.template, **exc.values)
 
 
 def state_text(state: str) -> str:
     return {
-        "active": _("active"),
-        "standby": _("in standby"),
-        "stopped": _("stopped"),
+        ServerState.ACTIVE: _("active"),
+        ServerState.STANDBY: _("in standby"),
+        ServerState.STOPPED: _("stopped"),
     }.get(state, state)
 
 
@@ -51,16 +53,17 @@ def join_refused(event: s.JoinRefused) -> str:
     """The rule behind a refused PIN or name."""
     if event.code == "invalid_pin":
         return _("That PIN was not accepted.") + " " + pin_rule(event.welcome)
+    # A refused name: the server's sentence names the rule it broke (or the member
+    # it looks like), in the language the client asked for in hello.
     if event.code == "name_taken":
-        return _("The name {name} is already used in this room. Choose another.").format(
-            name=event.value)
+        return event.message + " " + _("Choose another.")
     if event.code == "invalid_name":
-        return _("That name was not accepted.") + " " + name_rule()
+        return _("That name was not accepted.") + " " + event.message
     return event.message
 
 
 def disconnected(event: s.Disconnected) -> str:
-    reason = event.reason.rstrip(".")
+    reason = _short_reason(event.code) or event.reason.rstrip(".")
     if event.reconnect_failed:
         text = _("Could not reconnect: {reason}.").format(reason=reason)
     else:
@@ -86,6 +89,27 @@ def retrying(event: s.Retrying) -> str:
         seconds=max(1.0, event.retry_in))
 
 
+def trouble(event: s.Disconnected | s.Retrying) -> str:
+    """Why the client is not in the room, in a few words (for the status line)."""
+    short = _short_reason(event.code)
+    return short or _clip(event.message if isinstance(event, s.Retrying) else event.reason,
+                          32).rstrip(".")
+
+
+def _short_reason(code: str) -> str | None:
+    return {
+        "standby": _("server in standby"),
+        "stopped": _("server stopped"),
+        "full": _("server full"),
+        "busy": _("server busy"),
+        "timeout": _("no answer"),
+        "keepalive": _("no answer"),
+        "name_taken": _("name still held"),
+        "join_rate_limited": _("too many joins"),
+        "shutdown": _("server shutting down"),
+    }.get(code)
+
+
 def held(event: s.Held) -> str:
     if event.reason == "stopped":
         return _("The server is stopped: your message waits and is sent when it allows "
@@ -109,7 +133,7 @@ def unsent(items: tuple[s.Outgoing, ...]) -> list[str]:
 
 def finished(event: s.Finished) -> str:
     """Why the session ended (empty for a plain quit)."""
-    if event.reason == "quit":
+    if event.reason == ByeReason.QUIT:
         return ""
     if event.reason == "connect_failed":
         return _("Could not connect: {reason}").format(reason=event.message)
@@ -117,16 +141,16 @@ def finished(event: s.Finished) -> str:
         return refused_status(event.reason, event.message)
     # Said in the person's language; only the administrator's own words come from the
     # server (a server too old to send them gets its whole sentence shown instead).
-    if event.reason == "kicked":
+    if event.reason == ByeReason.KICKED:
         if event.detail:
             return _("The administrator removed you from the room: {reason}").format(
                 reason=event.detail)
         return _("The administrator removed you from the room.")
-    if event.reason == "room_closed":
+    if event.reason == ByeReason.ROOM_CLOSED:
         if event.detail:
             return _("The administrator closed the room: {reason}").format(reason=event.detail)
         return _("The administrator closed the room.")
-    if event.reason == "not_lanchat":
+    if event.reason == LocalCode.NOT_LANCHAT:
         return _("That is not a lanchat server: {message}").format(message=event.message)
     return event.message or event.reason
 

@@ -15,7 +15,9 @@ as not sent.
 
 One thread, one selector: stdin and the chat socket are both watched by it.  A
 regular file as stdin cannot be watched by epoll; it is read as fast as the loop
-turns instead (it is always readable).
+turns instead (it is always readable).  Where the selector cannot watch stdin at
+all (Windows), a reader thread passes it on through a socket pair
+(``terminal.StdinThread``) and the loop watches that socket instead.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from lanchat.client import messages
+from lanchat.client import commands, messages, terminal
 from lanchat.client import session as s
 from lanchat.client.connection import ChatClient
-from lanchat.client.i18n import _, language
+from lanchat.client.i18n import _, translated
 from lanchat.client.options import Options
 from lanchat.protocol import chat, text
 from lanchat.protocol.errors import LocalProtocolError
@@ -47,9 +49,9 @@ EXIT_INTERRUPTED = 130
 def help_lines() -> list[str]:
     return [
         _("Commands:"),
-        "  /who              " + _("who is in the room"),
-        "  /msg NAME TEXT    " + _("a private message to NAME"),
-        "  /me TEXT          " + _("an action (\"* you TEXT\")"),
+        "  /who, /names      " + _("who is in the room"),
+        f"  {_('/msg NAME TEXT'):<18}" + _("a private message to NAME"),
+        f"  {_('/me TEXT'):<18}" + _("an action (\"* you TEXT\")"),
         "  /help             " + _("this help"),
         "  /quit             " + _("leave (Ctrl-D at the start of a line too)"),
         _("Anything else is sent to the room; start a line with // to send a literal /."),
@@ -59,7 +61,8 @@ def help_lines() -> list[str]:
 class PlainMode:
     def __init__(self, client: ChatClient, options: Options, *, stdin_fd: int = 0,
                  stdout: TextIO | None = None, stderr: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 stdin_mode: str | None = None) -> None:
         self.client = client
         self.session = client.session
         self.options = options
@@ -67,13 +70,15 @@ class PlainMode:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.clock = clock
-        self.lang = language() if language() in text.LANGUAGES else "en"
         self.selector = client.selector
         self._inbuf = b""
         self._line_number = 0
+        self._line_of: dict[int, int] = {}  # a queued message's id -> its input line number
         self.input_done = False
         self._input_done_at = 0.0
         self._stdin_is_file = False
+        self.stdin_mode = stdin_mode or terminal.stdin_mode()
+        self._stdin_thread: terminal.StdinThread | None = None
         self.failures = 0
         self.finished: s.Finished | None = None
         self._quit_sent = False
@@ -109,7 +114,7 @@ class PlainMode:
                 return
             if isinstance(event, chat.Bye):
                 return  # its message is the reason given when the connection closes
-            data = text.format_event(event, self.lang)
+            data = text.format_event(event, _)
             if data is not None:
                 self.out(data.decode("utf-8").rstrip("\n"))
         elif isinstance(event, s.RoomJoined):
@@ -130,7 +135,14 @@ class PlainMode:
             self.err(messages.held(event))
         elif isinstance(event, s.NotDelivered):
             self.failures += 1
-            self.err(messages.not_delivered(event))
+            number = self._line_of.pop(event.item.id, None)
+            if number is None:
+                self.err(messages.not_delivered(event))
+            else:
+                self.err(_("Line {number} not sent: {reason}").format(
+                    number=number, reason=event.message))
+        elif isinstance(event, s.Delivered):
+            self._line_of.pop(event.item.id, None)
         elif isinstance(event, s.ServerError):
             self.err("! " + event.error.message)
         elif isinstance(event, s.Finished):
@@ -144,6 +156,12 @@ class PlainMode:
     def _on_stdin(self, mask: int) -> None:
         self._read_stdin()
 
+    def _on_stdin_thread(self, mask: int) -> None:
+        assert self._stdin_thread is not None
+        data = self._stdin_thread.read()
+        if data is not None:
+            self._feed(data)
+
     def _read_stdin(self) -> None:
         try:
             data = os.read(self.stdin_fd, READ_SIZE)
@@ -152,6 +170,10 @@ class PlainMode:
         except OSError as exc:
             self.err(_("Cannot read the input: {error}").format(error=exc.strerror or exc))
             data = b""
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Bytes of input (b"": the input ended), however they were read."""
         if not data:
             if self._inbuf:
                 self._take_line(self._inbuf)
@@ -171,8 +193,9 @@ class PlainMode:
         self.input_done = True
         self._input_done_at = self.clock()
         if not self._stdin_is_file:
+            watched = self._stdin_thread.sock if self._stdin_thread else self.stdin_fd
             try:
-                self.selector.unregister(self.stdin_fd)
+                self.selector.unregister(watched)
             except (KeyError, ValueError):
                 pass
 
@@ -190,7 +213,7 @@ class PlainMode:
             return
         now = self.clock()
         try:
-            command = text.parse_text_command(line)
+            command = commands.parse(line)
         except text.UnknownCommand as unknown:
             self.failures += 1
             self.err(_("Line {number} not sent: unknown command {command} (/help lists "
@@ -198,19 +221,28 @@ class PlainMode:
             return
         except LocalProtocolError as exc:
             self.failures += 1
-            self.err(_("Line {number} not sent: {reason}").format(number=number,
-                                                                  reason=exc.message))
+            self.err(_("Line {number} not sent: {reason}").format(
+                number=number, reason=translated(exc.template, **exc.values)))
             return
         if isinstance(command, text.Help):
             for help_line in help_lines():
                 self.err(help_line)
         elif isinstance(command, chat.Quit):
             self._end_input()
+        elif isinstance(command, (commands.Nick, commands.JoinRoom, commands.Clear)):
+            self.failures += 1
+            self.err(_("Line {number} not sent: {command} works in the full-screen chat; "
+                       "here, start lanchat again with --name or --pin.").format(
+                number=number, command=line.split(" ", 1)[0]))
         elif isinstance(command, chat.Who):
             if not self.session.request(command, now):
                 self.err(_("Not in a room right now; /who is not sent."))
         else:
-            self.show(self.session.submit(command, now))
+            events = self.session.submit(command, now)
+            for event in events:
+                if isinstance(event, s.Queued):
+                    self._line_of[event.item.id] = number
+            self.show(events)
         self.client.flush()
 
     # ------------------------------------------------------------------ the loop
@@ -227,10 +259,15 @@ class PlainMode:
         if self.options.json and self.session.welcome is not None:
             self.out(json.dumps(self.session.welcome.to_dict(), ensure_ascii=False))
         self.show(backlog)
-        try:
-            self.selector.register(self.stdin_fd, selectors.EVENT_READ, self._on_stdin)
-        except PermissionError:
-            self._stdin_is_file = True  # a regular file: always readable
+        if self.stdin_mode == "thread":
+            self._stdin_thread = terminal.StdinThread(self.stdin_fd)
+            self.selector.register(self._stdin_thread.sock, selectors.EVENT_READ,
+                                   self._on_stdin_thread)
+        else:
+            try:
+                self.selector.register(self.stdin_fd, selectors.EVENT_READ, self._on_stdin)
+            except PermissionError:
+                self._stdin_is_file = True  # a regular file: always readable
         self._wake_r.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, lambda mask: None)
         old_int = signal.signal(signal.SIGINT, self._on_signal)
@@ -243,6 +280,10 @@ class PlainMode:
             self.selector.unregister(self._wake_r)
             self._wake_r.close()
             self._wake_w.close()
+            if self._stdin_thread is not None:
+                if not self.input_done:
+                    self.selector.unregister(self._stdin_thread.sock)
+                self._stdin_thread.close()
             self.client.close()
 
     def _loop(self) -> int:

@@ -77,7 +77,7 @@ SEEN_MAX = 2000              # room messages remembered to skip in a history rep
 KEEPALIVE_TOKEN = "lanchat-keepalive"
 
 # Bye reasons after which reconnecting would be wrong.
-FINAL_BYE_REASONS = frozenset({"quit", "kicked", "room_closed", "too_many_errors",
+FINAL_BYE_REASONS = frozenset({"quit", "kicked", "room_closed", "too_many_errors", "flooding",
                                "unsupported_version"})
 
 Sendable = Union[chat.Say, chat.PrivateSay]
@@ -171,6 +171,7 @@ class Disconnected:
     retry_in: float | None  # None: no retry scheduled (waiting for the person)
     queued: int
     reconnect_failed: bool = False  # a reconnect attempt failed (not a new drop)
+    code: str = ""  # why, when known: a greeting status, a bye reason, "timeout", ...
 
 
 @dataclass(frozen=True)
@@ -237,11 +238,12 @@ class _Bucket:
 
 class Session:
     def __init__(self, *, pin: str | None = None, name: str | None = None,
-                 client: str = f"lanchat/{__version__}",
+                 client: str = f"lanchat/{__version__}", lang: str = "",
                  rng: Callable[[], float] = random.random) -> None:
         self.pin = pin
         self.name = name
         self.client = client
+        self.lang = lang  # asked for in the hello: the server's sentences in it
         self._rng = rng
         self.phase = DISCONNECTED
         self.codec = chat.ClientCodec()
@@ -272,6 +274,9 @@ class Session:
         self._bucket: _Bucket | None = None
         self._join_retry_at: float | None = None
         self._join_retries = 0
+        # Why the session is not in the room right now (the last drop or refusal), for
+        # the interface to say while it waits; None once joined.
+        self.trouble: Disconnected | Retrying | None = None
         # The room messages already shown, so a history replay after a reconnect shows
         # only what was missed.  (seq alone is not enough: a restarted server counts anew.)
         self._seen: deque[tuple[str, int, float, str]] = deque()
@@ -322,6 +327,13 @@ class Session:
             times.append(self._join_retry_at)
         return min(times) if times else None
 
+    @property
+    def handshake_deadline(self) -> float | None:
+        """When the server must have answered the handshake on this connection."""
+        if self.phase in (GREETING, HELLO, JOINING):
+            return self._phase_deadline
+        return None
+
     def data_to_send(self) -> bytes:
         data = bytes(self._out)
         self._out.clear()
@@ -356,6 +368,12 @@ class Session:
     def connection_lost(self, reason: str, now: float) -> list[UiEvent]:
         """The connection dropped or was closed (by either side)."""
         return self._lost(reason, now)
+
+    def abandon(self, reason: str, message: str, now: float) -> list[UiEvent]:
+        """The driver refuses this server for good (a changed key): nothing more is sent,
+        nothing is retried.  ``message`` is said to the person as it is."""
+        self._out.clear()
+        return self._finish(False, reason, message)
 
     def receive_data(self, data: bytes, now: float) -> list[UiEvent]:
         events: list[UiEvent] = []
@@ -427,6 +445,16 @@ class Session:
         self.queue.append(item)
         waiting = self.phase != JOINED or self._held_stopped
         return [Queued(item, waiting), *self._pump(now)]
+
+    def remember_shown(self, other: Session) -> None:
+        """Take over which room messages ``other`` has shown (a new session after
+        /join or /nick), so its history replay does not show them again."""
+        self._seen = deque(other._seen)
+        self._seen_set = set(other._seen_set)
+
+    def fits(self, event: Sendable) -> bool:
+        """Whether ``event`` fits in one line of this server (always, before a welcome)."""
+        return not self._too_long(Outgoing(0, event))
 
     def request(self, event: chat.Who, now: float) -> bool:
         """Send a request whose answer is simply shown (``who``); False if not joined."""
@@ -534,7 +562,7 @@ class Session:
             self._refusal = (greeting.status, greeting.text)
             return []
         self.phase = HELLO
-        self._send(chat.Hello(chat.SUPPORTED_VERSIONS, self.client))
+        self._send(chat.Hello(chat.SUPPORTED_VERSIONS, self.client, self.lang))
         return [Connected(greeting)]
 
     def _on_welcome(self, welcome: chat.Welcome, now: float) -> list[UiEvent]:
@@ -560,6 +588,7 @@ class Session:
         self.attempt = 0
         self._join_retries = 0
         self._send_at = now
+        self.trouble = None
         events: list[UiEvent] = [RoomJoined(joined, rejoin)]
         if self._uncertain is not None:
             # Learn from the history replay whether it got through before resending.
@@ -608,6 +637,9 @@ class Session:
         return events
 
     def _on_error(self, error: chat.Error, now: float) -> list[UiEvent]:
+        if error.code == "throttled":
+            # Answers no request: the server now reads us more slowly, nothing is lost.
+            return [ServerError(error)]
         if self.phase == JOINING and error.ref in ("join", ""):
             return self._on_join_refused(error, now)
         if error.ref == "ping" and self._syncing:
@@ -649,7 +681,8 @@ class Session:
             delay = min(BACKOFF_MAX, JOIN_RETRY_FIRST * (2 ** self._join_retries))
             self._join_retries += 1
             self._join_retry_at = now + delay
-            return [Retrying(error.code, error.message, delay)]
+            self.trouble = Retrying(error.code, error.message, delay)
+            return [self.trouble]
         if self.ever_joined:
             return self._finish(False, error.code, error.message)
         return self._ask_again("pin" if error.code == "invalid_pin" else "name",
@@ -719,19 +752,22 @@ class Session:
                 # Never got as far as a welcome: a wrong address, not a pause to wait out.
                 return self._finish(False, "connect_failed",
                                     refusal[1] if refusal is not None else reason)
+        code = ""
         if refusal is not None:
-            reason = refusal[1]
+            code, reason = refusal
         elif bye is not None:
-            reason = bye.message
+            code, reason = bye.reason, bye.message
         failed = connect_failed or self.attempt > 0
         if self.pin is None or self.name is None:
             # Waiting for the person: reconnect when they answer.
             self.reconnect_at = None
-            return [Disconnected(reason, None, len(self.queue), failed)]
+            self.trouble = Disconnected(reason, None, len(self.queue), failed, code)
+            return [self.trouble]
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * (2 ** self.attempt)) * (0.8 + 0.4 * self._rng())
         self.attempt += 1
         self.reconnect_at = now + delay
-        return [Disconnected(reason, delay, len(self.queue), failed)]
+        self.trouble = Disconnected(reason, delay, len(self.queue), failed, code)
+        return [self.trouble]
 
     def _finish(self, ok: bool, reason: str, message: str,
                 detail: str = "") -> list[UiEvent]:

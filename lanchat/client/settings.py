@@ -8,6 +8,7 @@ key is optional::
     server = "lab-pc:5000"         # connect here instead of discovering
     pin = "1234"                   # the room to join
     discovery_timeout = 1.5        # seconds to wait for discovery answers
+    language = "nb"                # instead of the locale's (LANGUAGE, LC_ALL, LANG)
 
     [ui]
     colours = true                 # false: no colour at all
@@ -47,9 +48,11 @@ APP = "lanchat"
 SETTINGS_FILE = "lanchat.toml"
 STATE_FILE = "last-server.json"
 DEFAULT_CHAT_PORT = chat.DEFAULT_PORT
+LOCALHOST = "127.0.0.1"  # "the server on this machine" (the seed\'s default host)
 DEFAULT_DISCOVERY_PORT = discovery.DEFAULT_PORT
 COLOURS = ("black", "red", "green", "yellow", "blue", "magenta", "cyan", "white")
-DEFAULT_PALETTE = ("cyan", "green", "yellow", "magenta", "blue", "red")
+# Red is kept for the client's errors, so a name never looks like one.
+DEFAULT_PALETTE = ("cyan", "green", "yellow", "magenta", "blue")
 
 
 class SettingsError(Exception):
@@ -66,6 +69,7 @@ class Settings:
     palette: tuple[str, ...] = DEFAULT_PALETTE
     timestamp_format: str = "%H:%M"
     bell: bool = True
+    language: str | None = None
     path: Path | None = field(default=None, compare=False)
 
 
@@ -82,7 +86,7 @@ def state_path() -> Path:
     return Path(platformdirs.user_state_dir(APP, appauthor=False)) / STATE_FILE
 
 
-_TOP_KEYS = ("name", "server", "pin", "discovery_timeout", "ui")
+_TOP_KEYS = ("name", "server", "pin", "discovery_timeout", "language", "ui")
 _UI_KEYS = ("colours", "palette", "timestamp_format", "bell")
 
 
@@ -115,9 +119,9 @@ def parse_settings(data: Mapping[str, Any], where: str) -> Settings:
         name = _expect(data["name"], str, "name", where, _("a string"))
         try:
             values["name"] = rules.normalize_name(name)
-        except RemoteProtocolError:
+        except RemoteProtocolError as exc:
             raise SettingsError(_("{where}: name {value!r} is not usable.").format(
-                where=where, value=name) + " " + messages.name_rule()) from None
+                where=where, value=name) + " " + messages.name_refused(exc)) from None
     if "server" in data:
         values["server"] = _expect(data["server"], str, "server", where, _("a string"))
     if "pin" in data:
@@ -126,6 +130,10 @@ def parse_settings(data: Mapping[str, Any], where: str) -> Settings:
             raise SettingsError(_("{where}: pin must be digits, not {value!r}.").format(
                 where=where, value=pin))
         values["pin"] = pin
+    if "language" in data:
+        # A language without a catalogue means English, as for the locale.
+        values["language"] = _expect(data["language"], str, "language", where,
+                                     _("a language code such as \"nb\""))
     if "discovery_timeout" in data:
         timeout = float(_expect(data["discovery_timeout"], float, "discovery_timeout", where,
                                 _("a number of seconds")))

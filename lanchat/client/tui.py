@@ -14,7 +14,12 @@ One thread and one selector watch the terminal (stdin), the chat socket and a
 socket pair that signal handlers write to: SIGWINCH (the terminal was resized),
 SIGINT (Ctrl-C) and SIGTERM/SIGHUP only record what happened and wake the selector;
 the loop acts on it.  Keys are read with ``get_wch`` until none is left, so pasting
-a paragraph costs one pass.
+a paragraph costs one pass.  Where the selector cannot watch the terminal (Windows,
+see ``terminal.py``), keys are polled on every turn of the loop instead.
+
+Being removed from the room does not end the program: the window stays, says why,
+and ``/join`` starts a new session on the same ``ChatClient`` (so do ``/join PIN``
+and ``/nick NAME``, which leave the room and join again).
 
 While the connection is down, typing goes on: the half-typed line stays, lines sent
 in the meantime are shown below the messages as waiting, and they go out after the
@@ -33,10 +38,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from lanchat.client import messages, view
+from lanchat.client import commands, messages, terminal, view
 from lanchat.client import session as s
 from lanchat.client.connection import ChatClient
-from lanchat.client.i18n import _, ngettext
+from lanchat.client.i18n import _, ngettext, translated
 from lanchat.client.lineedit import LineEditor, char_width, text_width
 from lanchat.client.options import Options
 from lanchat.protocol import chat, text
@@ -56,9 +61,11 @@ COLOUR_NUMBERS = {
 def help_lines() -> list[str]:
     return [
         _("Commands:"),
-        "  /who              " + _("who is in the room"),
-        "  /msg NAME TEXT    " + _("a private message to NAME"),
-        "  /me TEXT          " + _("an action (\"* you TEXT\")"),
+        "  /who, /names      " + _("who is in the room"),
+        f"  {_('/msg NAME TEXT'):<18}" + _("a private message to NAME"),
+        f"  {_('/me TEXT'):<18}" + _("an action (\"* you TEXT\")"),
+        f"  {_('/nick NAME'):<18}" + _("go on under another name"),
+        "  /join [PIN]       " + _("join another room (without PIN: this one again)"),
         "  /clear            " + _("empty the message pane"),
         "  /help             " + _("this help"),
         "  /quit             " + _("leave (also Ctrl-C, or Ctrl-D on an empty line)"),
@@ -80,6 +87,30 @@ def fit(text_: str, width: int) -> str:
     return out
 
 
+def layout_status(label: str, rest: list[str], states: list[str], width: int) -> str:
+    """The status line in ``width`` cells: the states on the right stay whole; the
+    server's name is shortened first, then what follows it."""
+    sep = " · "
+    right = fit(sep.join(states), max(0, width - 2))
+    room = width - 2 - text_width(right) - 1  # cells for the left side (one gap at least)
+    tail = sep.join(rest)
+    label_room = room - (text_width(tail) + len(sep) if tail else 0)
+    if text_width(label) <= label_room:
+        left = label + (sep + tail if tail else "")
+    elif label_room >= 8:
+        left = fit(label, label_room - 1) + "…" + (sep + tail if tail else "")
+    else:
+        left = fit(tail or label, max(0, room))
+    gap = width - 2 - text_width(left) - text_width(right)
+    return fit(" " + left + " " * max(1, gap) + right + " ", width)
+
+
+def error_colour(palette: tuple[str, ...]) -> str | None:
+    """The colour of the client's error notes: red, unless a name can be red too (then
+    none: errors are underlined instead, so no name ever looks like an error)."""
+    return None if "red" in palette else "red"
+
+
 class Styles:
     """Maps the view's segment styles to curses attributes."""
 
@@ -88,7 +119,9 @@ class Styles:
         self.colours = False
         self._attrs: dict[str, int] = {
             view.TIME: curses.A_DIM, view.TEXT: curses.A_NORMAL, view.SYSTEM: curses.A_BOLD,
-            view.ERROR: curses.A_BOLD, view.PRIVATE: curses.A_BOLD,
+            # Without a colour of their own: underlined, never a name's colour.
+            view.ERROR: curses.A_BOLD | curses.A_UNDERLINE,
+            view.PRIVATE: curses.A_BOLD | curses.A_UNDERLINE,
             view.HISTORY: curses.A_DIM, view.PENDING: curses.A_DIM,
             view.MENTION: curses.A_REVERSE | curses.A_BOLD,
         }
@@ -107,13 +140,10 @@ class Styles:
                 curses.init_pair(pair, COLOUR_NUMBERS[name], background)
                 self._senders[i] = curses.color_pair(pair) | curses.A_BOLD
                 pair += 1
-            # Notes from the client stay uncoloured (bold), so no name's colour is reused.
-            for style, colour in ((view.ERROR, curses.COLOR_RED),
-                                  (view.PRIVATE, curses.COLOR_MAGENTA)):
-                curses.init_pair(pair, colour, background)
-                self._attrs[style] = curses.color_pair(pair) | \
-                    (curses.A_BOLD if style == view.ERROR else 0)
-                pair += 1
+            error = error_colour(palette)
+            if error is not None:
+                curses.init_pair(pair, COLOUR_NUMBERS[error], background)
+                self._attrs[view.ERROR] = curses.color_pair(pair) | curses.A_BOLD
             self.colours = True
         except curses.error:
             pass
@@ -129,7 +159,6 @@ class App:
                  server_label: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.screen = screen
         self.client = client
-        self.session = client.session
         self.options = options
         self.settings = options.settings
         self.server_label = server_label
@@ -141,16 +170,29 @@ class App:
         self.formatter = view.Formatter(self.settings.timestamp_format,
                                         self.styles.palette_size, self.session.my_name)
         self.finished: s.Finished | None = None
+        self.ended: s.Finished | None = None  # removed from the room; the window stays
         self.leaving_since: float | None = None
         self.status_note = ""
         self._signals: set[int] = set()
         self._wake_r, self._wake_w = socket.socketpair()
         self._dirty = True
+        self._join_note: view.Entry | None = None  # history goes above it
+        self._fallback: tuple[str, str] | None = None  # (pin, name) if a /join or /nick fails
+        self._shown_trouble: tuple[str, str] | None = None
+        # Where the selector cannot watch the terminal (Windows), keys are polled.
+        self.poll_keys = terminal.stdin_mode() == "thread"
+
+    @property
+    def session(self) -> s.Session:
+        return self.client.session  # replaced by /join and /nick
 
     # ------------------------------------------------------------------ events
 
-    def add(self, entry: view.Entry) -> None:
-        self.transcript.add(entry)
+    def add(self, entry: view.Entry, history: bool = False) -> None:
+        # The room's history, replayed just after the join, goes above "You are in room".
+        self.transcript.add(entry, self._join_note if history else None)
+        if not history:
+            self._join_note = None
         self._dirty = True
 
     def note(self, text_: str, style: str = view.SYSTEM) -> None:
@@ -165,7 +207,7 @@ class App:
         f = self.formatter
         if isinstance(event, chat.Message):
             entry = f.message(event)
-            self.add(entry)
+            self.add(entry, history=event.history)
             if entry.mention:
                 self._ring()
         elif isinstance(event, chat.Private):
@@ -174,13 +216,16 @@ class App:
             if entry.mention:
                 self._ring()
         elif isinstance(event, chat.Presence):
+            # Marked as the server marks them for nc users ("--> ", "<-- "), never "* ",
+            # which begins an action: "/me joined" must not read as a join.
             if event.event == "join":
-                line = _("{name} joined").format(name=event.name)
+                line = "--> " + _("{name} joined").format(name=event.name)
             elif event.reason:
-                line = _("{name} left ({reason})").format(name=event.name, reason=event.reason)
+                line = "<-- " + _("{name} left ({reason})").format(name=event.name,
+                                                                   reason=event.reason)
             else:
-                line = _("{name} left").format(name=event.name)
-            self.add(f.note("* " + line, view.HISTORY, event.ts))
+                line = "<-- " + _("{name} left").format(name=event.name)
+            self.add(f.note(line, view.HISTORY, event.ts))
         elif isinstance(event, chat.Members):
             self.note(_("In room {room}: {members}").format(
                 room=event.room, members=", ".join(event.members)))
@@ -193,17 +238,32 @@ class App:
         elif isinstance(event, s.RoomJoined):
             joined = event.joined
             f.me = joined.name
+            self._fallback = None
+            self._shown_trouble = None
             if event.rejoin:
                 self.note(_("Back in room {room}.").format(room=joined.room))
             else:
                 self.note(_("You are in room {room} as {name}. Here: {members}. Type /help "
                             "for commands.").format(room=joined.room, name=joined.name,
                                                     members=", ".join(joined.members)))
+                self._join_note = self.transcript.entries[-1]
         elif isinstance(event, s.Disconnected):
-            if not event.reconnect_failed:  # later attempts show in the status line only
+            # Each new reason is said once; the countdown is in the status line.
+            why = (event.code, event.reason)
+            if not event.reconnect_failed or why != self._shown_trouble:
                 self.note(messages.disconnected(event), view.ERROR)
+            self._shown_trouble = why
         elif isinstance(event, s.Retrying):
             self.note(messages.retrying(event), view.ERROR)
+        elif isinstance(event, s.JoinRefused):
+            # Only after /join or /nick (the first join is asked for before the screen).
+            self.note(messages.join_refused(event), view.ERROR)
+            if self._fallback is not None:
+                pin, name = self._fallback
+                self._fallback = None
+                self.switch(pin, name)
+            else:
+                self.note(_("Type /join PIN or /nick NAME to try again, or /quit."))
         elif isinstance(event, s.Held):
             if event.reason == "stopped":
                 self.note(messages.held(event), view.ERROR)
@@ -212,7 +272,24 @@ class App:
         elif isinstance(event, s.ServerError):
             self.note(event.error.message, view.ERROR)
         elif isinstance(event, s.Finished):
-            self.finished = event
+            if event.ok:
+                self.finished = event
+                return
+            # Removed, the room closed, the server gone for good: the conversation
+            # stays on the screen, with why, and the person chooses what next.
+            self.ended = event
+            self.note(messages.finished(event) or event.reason, view.ERROR)
+            for line in messages.unsent(event.unsent):
+                self.note(line, view.ERROR)
+            if self._fallback is not None:
+                pin, name = self._fallback
+                self._fallback = None
+                self.switch(pin, name)
+                return
+            room = event_room(self.session)
+            self.note(_("Type /join to join room {room} again, /join PIN for another room, "
+                        "or /quit to leave.").format(room=room) if room else
+                      _("Type /join PIN to join a room, or /quit to leave."))
 
     def _ring(self) -> None:
         if self.settings.bell:
@@ -230,9 +307,9 @@ class App:
             except curses.error:
                 break  # nothing more to read
             self.on_key(key)
+            self._dirty = True
             if self.finished is not None:
                 break
-        self._dirty = True
 
     def on_key(self, key: str | int) -> None:
         e = self.editor
@@ -287,39 +364,96 @@ class App:
             return
         now = self.clock()
         word = line.split(" ", 1)[0].lower()
-        if word == "/clear":
-            self.transcript.clear()
-            return
+        session = self.session
         try:
-            command = text.parse_text_command(line)
+            parts = commands.split_long(line, session.fits)
+            command = commands.parse(line) if not parts else None
         except text.UnknownCommand as unknown:
             self.note(_("Unknown command {command}. Type /help for the commands.").format(
                 command=unknown.command), view.ERROR)
             return
         except LocalProtocolError as exc:
-            if word == "/msg":
-                self.note(_("Usage: /msg NAME TEXT"), view.ERROR)
-            elif word == "/me":
-                self.note(_("Usage: /me TEXT"), view.ERROR)
-            else:
-                self.note(exc.message, view.ERROR)
+            self.note(translated(exc.template, **exc.values), view.ERROR)
+            return
+        if isinstance(command, commands.Clear):
+            self.transcript.clear()
+            self._join_note = None
             return
         self.transcript.to_bottom()
-        if isinstance(command, text.Help):
+        if parts:
+            self.note(ngettext("A long message: sent as {count} message.",
+                               "A long message: sent as {count} messages.",
+                               len(parts)).format(count=len(parts)))
+            for part in parts:
+                self.on_events(session.submit(part, now))
+        elif isinstance(command, text.Help):
             for help_line in help_lines():
                 self.note(help_line)
         elif isinstance(command, chat.Quit):
             self.leave()
         elif isinstance(command, chat.Who):
-            if not self.session.request(command, now):
-                self.note(_("Not connected; /who has to wait for the connection."), view.ERROR)
-        else:
-            self.on_events(self.session.submit(command, now))
+            if not session.request(command, now):
+                self.note(_("Not connected; {command} has to wait for the connection.").format(
+                    command=word), view.ERROR)
+        elif isinstance(command, (commands.Nick, commands.JoinRoom)):
+            self.change_room_or_name(command)
+        elif command is not None:
+            if self.ended is not None:
+                self.note(_("Not in a room: type /join to join again."), view.ERROR)
+                self.editor.set_text(line)  # kept, to send after joining again
+                return
+            self.on_events(session.submit(command, now))
         self.client.flush()
+
+    def change_room_or_name(self, command: commands.Nick | commands.JoinRoom) -> None:
+        session = self.session
+        if session.pending and self.ended is None:
+            self.note(_("Wait until your messages are delivered ({count} waiting).").format(
+                count=len(session.pending)), view.ERROR)
+            return
+        pin = session.joined.room if session.joined else session.pin
+        name = session.my_name
+        if isinstance(command, commands.Nick):
+            name = command.name
+        elif command.pin is not None:
+            pin = command.pin
+        if pin is None or not name:
+            self.note(_("Usage: /join PIN (the room's digits)"), view.ERROR)
+            return
+        if session.phase == s.JOINED and session.joined is not None and \
+                session.joined.room == pin and session.joined.name == name:
+            self.note(_("You are in room {room} as {name} already.").format(room=pin,
+                                                                        name=name))
+            return
+        if session.phase == s.JOINED and session.joined is not None:
+            self._fallback = (session.joined.room, session.joined.name)
+        self.switch(pin, name)
+
+    def switch(self, pin: str, name: str) -> None:
+        """Leave this room (politely, if in one) and join ``pin`` as ``name``."""
+        now = self.clock()
+        session = self.session
+        if session.phase == s.NEED_CREDENTIALS:
+            # Refused on this connection: answer again on it.
+            self.on_events(session.set_credentials(pin, name, now))
+            self.client.flush()
+            return
+        if session.finished is None:
+            session.quit(now)
+        self.ended = None
+        self._join_note = None
+        self._shown_trouble = None
+        new = s.Session(pin=pin, name=name, lang=self.session.lang)
+        new.remember_shown(session)  # the history replay shows only what is new here
+        self.client.use_session(new)
+        self.note(_("Joining room {room} as {name}...").format(room=pin, name=name))
 
     def leave(self, at_once: bool = False) -> None:
         """Leave the room: at once, or once what is queued is delivered (a few seconds)."""
         now = self.clock()
+        if self.ended is not None and self.session.phase in (s.FINISHED, s.DISCONNECTED):
+            self.finished = self.ended  # removed earlier and never back in: say so at exit
+            return
         if at_once or self.session.idle or self.session.phase != s.JOINED:
             self.on_events(self.session.quit(now))
             self.client.flush()
@@ -333,42 +467,57 @@ class App:
         height, _width = self.screen.getmaxyx()
         return max(0, height - 2)
 
-    def status_text(self) -> tuple[str, str]:
+    def status_parts(self) -> tuple[str, list[str], list[str]]:
+        """The status line's parts: the server, what is shown after it, and the states
+        (which are kept whole when the line is too narrow for everything)."""
         session = self.session
+        now = self.clock()
         people = len(session.members)
-        left = [self.server_label]
+        rest: list[str] = []
         if session.joined is not None:
-            left.append(_("room {room}").format(room=session.joined.room))
-            left.append(ngettext("{count} person", "{count} people", people).format(
+            rest.append(_("room {room}").format(room=session.joined.room))
+            rest.append(ngettext("{count} person", "{count} people", people).format(
                 count=people))
+        right: list[str] = []
+        if self.status_note:
+            right.append(self.status_note)
+        if self.transcript.scroll:
+            right.append(_("scrolled back: {count} new").format(
+                count=self.transcript.unseen) if self.transcript.unseen else _("scrolled back"))
+        pending = len(session.pending)
+        if pending:
+            right.append(ngettext("{count} waiting", "{count} waiting", pending).format(
+                count=pending))
         if session.server_state != "active":
-            left.append(messages.state_text(session.server_state))
+            right.append(messages.state_text(session.server_state))
         phase = session.phase
         if phase == s.JOINED:
             state = _("connected")
         elif phase == s.DISCONNECTED and session.reconnect_at is not None:
-            left_s = max(0.0, session.reconnect_at - self.clock())
+            left_s = max(0.0, session.reconnect_at - now)
             state = _("reconnecting in {seconds:.0f} s").format(seconds=left_s)
         elif phase in (s.CONNECTING, s.GREETING, s.HELLO, s.JOINING):
-            state = _("connecting...")
+            gives_up = self.client.gives_up_at()
+            state = _("connecting...") if gives_up is None else \
+                _("connecting (gives up in {seconds:.0f} s)").format(
+                    seconds=max(0.0, gives_up - now))
         elif phase == s.QUITTING:
             state = _("leaving...")
+        elif self.ended is not None:
+            state = _("not in the room")
         else:
             state = _("disconnected")
-        right = [state]
-        pending = len(session.pending)
-        if pending:
-            right.insert(0, ngettext("{count} waiting", "{count} waiting", pending).format(
-                count=pending))
-        if self.transcript.scroll:
-            right.insert(0, _("scrolled back: {count} new").format(
-                count=self.transcript.unseen) if self.transcript.unseen else _("scrolled back"))
-        if self.status_note:
-            right.insert(0, self.status_note)
-        return " · ".join(left), " · ".join(right)
+        if phase == s.DISCONNECTED and session.trouble is not None:
+            state += ": " + messages.trouble(session.trouble)
+        right.append(state)
+        if phase == s.JOINED and not self.client.encrypted:
+            right.append(_("not encrypted"))  # said where the person always looks
+        return self.server_label, rest, right
 
     def pending_rows(self, width: int) -> list[list[view.Segment]]:
         rows: list[list[view.Segment]] = []
+        if self.session.finished is not None:
+            return rows  # said as not sent when the session ended
         joined = self.session.phase == s.JOINED
         for item in self.session.pending:
             label = _("sending") if joined else _("waiting for the connection")
@@ -402,13 +551,9 @@ class App:
                 except curses.error:
                     pass
                 x += text_width(segment)
-        left, right = self.status_text()
-        right = fit(right, max(0, width - 2))
-        left = fit(left, max(0, width - text_width(right) - 3))
-        gap = width - text_width(left) - text_width(right) - 2
-        status = " " + left + " " * max(1, gap) + right + " "
+        status = layout_status(*self.status_parts(), width)
         try:
-            scr.addstr(height - 2, 0, fit(status, width), curses.A_REVERSE)
+            scr.addstr(height - 2, 0, status, curses.A_REVERSE)
         except curses.error:
             pass
         shown, cursor = self.editor.view(width - len(PROMPT) - 1)
@@ -456,16 +601,20 @@ class App:
         self.screen.nodelay(True)
         self.screen.keypad(True)
         self._wake_r.setblocking(False)
-        self.selector.register(sys.stdin.fileno(), selectors.EVENT_READ, self.on_keys)
+        if not self.poll_keys:
+            self.selector.register(sys.stdin.fileno(), selectors.EVENT_READ, self.on_keys)
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        handled = (signal.SIGWINCH, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        # SIGWINCH and SIGHUP do not exist on Windows (a resize arrives as KEY_RESIZE there).
+        handled = [getattr(signal, name) for name in ("SIGWINCH", "SIGINT", "SIGTERM", "SIGHUP")
+                   if hasattr(signal, name)]
         previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
         try:
             self._loop()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            self.selector.unregister(sys.stdin.fileno())
+            if not self.poll_keys:
+                self.selector.unregister(sys.stdin.fileno())
             self.selector.unregister(self._wake_r)
             self._wake_r.close()
             self._wake_w.close()
@@ -475,11 +624,11 @@ class App:
     def _loop(self) -> None:
         while self.finished is None:
             signals, self._signals = self._signals, set()
-            if signal.SIGWINCH in signals:
+            if getattr(signal, "SIGWINCH", None) in signals:
                 self.resize()
             if signal.SIGINT in signals:
                 self.leave(at_once=self.leaving_since is not None)
-            if signals & {signal.SIGTERM, signal.SIGHUP}:
+            if signals & {signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}:
                 self.leave(at_once=True)
             if self.leaving_since is not None and self.session.phase not in (
                     s.QUITTING, s.FINISHED):
@@ -494,10 +643,20 @@ class App:
             if self.session.phase == s.DISCONNECTED or self.leaving_since is not None:
                 timeout = 1.0 if timeout is None else min(timeout, 1.0)  # a live countdown
                 self._dirty = True
+            if self.poll_keys:
+                timeout = terminal.KEY_POLL if timeout is None else min(timeout,
+                                                                        terminal.KEY_POLL)
             for key, mask in self.selector.select(timeout):
                 callback: Callable[[int], None] = key.data
                 callback(mask)
+            if self.poll_keys:
+                self.on_keys(0)
             self.client.tick()
+
+
+def event_room(session: s.Session) -> str:
+    """The room the session was in (or was joining), for "join it again"."""
+    return session.joined.room if session.joined else (session.pin or "")
 
 
 def _use_locale() -> None:

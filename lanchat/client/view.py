@@ -80,7 +80,7 @@ def wrap(segments: list[Segment], width: int) -> list[list[Segment]]:
     row: list[tuple[str, str]] = []
     used = 0
     row_start = 0  # cells of indent at the start of this row
-    for ch, style in cells:
+    for i, (ch, style) in enumerate(cells):
         w = char_width(ch)
         if used + w > width and len(row) > row_start:
             # Break at the last space of the row if the word after it still fits.
@@ -88,7 +88,13 @@ def wrap(segments: list[Segment], width: int) -> list[list[Segment]]:
             carry: list[tuple[str, str]] = []
             if cut > row_start:
                 tail = row[cut + 1:]
-                if indent + sum(char_width(c) for c, _ in tail) + w <= width:
+                # Move the word down only if all of it fits on the next row; a word
+                # longer than a row is broken where it is (not after an empty row).
+                word_end = next((k for k in range(i, len(cells)) if cells[k][0] == " "),
+                                len(cells))
+                word = sum(char_width(c) for c, _ in tail) + sum(
+                    char_width(c) for c, _ in cells[i:word_end])
+                if indent + word <= width:
                     carry, row = tail, row[:cut]
             rows.append(row)
             row = [(" ", TEXT)] * indent + carry
@@ -119,8 +125,15 @@ class Transcript:
         self.unseen = 0  # entries added while scrolled back
         self._width = 80
 
-    def add(self, entry: Entry) -> None:
-        self.entries.append(entry)
+    def add(self, entry: Entry, before: Entry | None = None) -> None:
+        """Add ``entry`` at the end, or just above ``before`` if it is still shown."""
+        at = len(self.entries)
+        if before is not None:
+            for i in range(len(self.entries) - 1, -1, -1):
+                if self.entries[i] is before:
+                    at = i
+                    break
+        self.entries.insert(at, entry)
         if len(self.entries) > self.limit:
             del self.entries[: len(self.entries) - self.limit]
         if self.scroll:
