@@ -14,10 +14,11 @@ import dataclasses
 import io
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, TextIO
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TextIO
 
-from lanchat import __version__
+from lanchat import __version__, i18n
+from lanchat.i18n import _, ngettext
 from lanchat.paths import SOCKET_ENV, find_control_socket
 from lanchat.protocol.control import (
     Announce,
@@ -32,7 +33,7 @@ from lanchat.protocol.control import (
     Users,
 )
 from lanchat.protocol.errors import LocalProtocolError
-from lanchatctl import render
+from lanchatctl import console, logs, render
 from lanchatctl.client import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -41,23 +42,13 @@ from lanchatctl.client import (
     ControlClient,
     CtlError,
 )
+from lanchatctl.options import DEFAULT_TIMEOUT, STATE_COMMANDS, Options
 
-DEFAULT_TIMEOUT = 5.0
 DEFAULT_LOG_LINES = 20
 DEFAULT_INTERVAL = 1.0
 MIN_INTERVAL = 0.1  # top asks the daemon this often at most
-STATE_COMMANDS = {"start": "active", "standby": "standby", "stop": "stopped"}
 #: Commands whose normal end is Ctrl-C (or q): that is a success, not an interruption.
 ENDLESS = ("top", "shell")
-
-
-@dataclass(frozen=True)
-class Options:
-    """What every command shares."""
-
-    socket: str | None = None
-    json: bool = False
-    timeout: float = DEFAULT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -65,9 +56,14 @@ class Invocation:
     """One command to run: its name, the request it sends, and how to show the answer."""
 
     command: str
-    options: Options = Options()
+    options: Options = field(default_factory=Options)
     request: Request | None = None
     interval: float = DEFAULT_INTERVAL
+    #: log: which entries, and how many of the last matching (None: all).
+    log_filter: logs.LogFilter = dataclasses.field(default_factory=logs.LogFilter)
+    log_lines: int | None = DEFAULT_LOG_LINES
+    #: Answer in the original console's words (the shell's /start, /room...; its dashboard).
+    console: bool = False
 
     @property
     def follows(self) -> bool:
@@ -75,48 +71,58 @@ class Invocation:
 
 
 def _exit_table() -> str:
-    return "exit status:\n" + "\n".join(f"  {status:<4} {meaning}"
-                                        for status, meaning in EXIT_STATUSES)
+    return _("exit status:") + "\n" + "\n".join(f"  {status:<4} {i18n.translated(meaning)}"
+                                               for status, meaning in EXIT_STATUSES)
 
 
-EPILOG = f"""\
+def _epilog() -> str:
+    return _("""\
 Without a command, on a terminal, lanchatctl starts the interactive shell.
 
-The control socket is --socket PATH, else ${SOCKET_ENV}, else
+The control socket is --socket PATH, else ${env}, else
 control_socket from the daemon's configuration file (/etc/lanchat/lanchatd.toml),
 else $RUNTIME_DIRECTORY/control.sock, else the first that exists of your own
 daemon's socket (in your runtime directory) and the system daemon's
 /run/lanchatd/control.sock.  Members of group lanchat may use the system daemon's
-socket.
-
-{_exit_table()}
-"""
+socket.""").format(env=SOCKET_ENV) + "\n\n" + _exit_table() + "\n"
 
 
 def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            _("not a number of seconds: {value!r}").format(value=text)) from None
     if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, not {text}")
+        raise argparse.ArgumentTypeError(
+            _("must be between 0 and 3600 seconds, not {value}").format(value=text))
     return value
 
 
 def _interval(text: str) -> float:
     value = _seconds(text)
     if value < MIN_INTERVAL:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL:g} seconds, not {text}")
+        raise argparse.ArgumentTypeError(
+            _("must be at least {minimum} seconds, not {value}").format(
+                minimum=f"{MIN_INTERVAL:g}", value=text))
     return value
+
+
+def _time(text: str) -> float:
+    try:
+        return logs.parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _count(text: str) -> int:
     try:
         value = int(text, 10)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            _("not a whole number: {value!r}").format(value=text)) from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+        raise argparse.ArgumentTypeError(_("must be 0 or more, not {value}").format(value=value))
     return value
 
 
@@ -130,24 +136,44 @@ def _add_common(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
         {"socket": None, "json": False, "timeout": DEFAULT_TIMEOUT} if top_level
         else dict.fromkeys(("socket", "json", "timeout"), argparse.SUPPRESS))
     parser.add_argument("--socket", metavar="PATH", default=default["socket"],
-                        help=f"the daemon's control socket (default: ${SOCKET_ENV} or "
-                        "the search described below)")
+                        help=_("the daemon's control socket (default: ${env} or the "
+                               "search described below)").format(env=SOCKET_ENV))
     parser.add_argument("--json", action="store_true", default=default["json"],
-                        help="print the answer as JSON for scripts (log: one entry per "
-                        "line); errors as {\"error\": ...}")
+                        help=_("print the answer as JSON for scripts (log: one entry per "
+                               "line); errors as {json}").format(json='{"error": ...}'))
     parser.add_argument("--timeout", metavar="SECONDS", type=_seconds,
                         default=default["timeout"],
-                        help=f"how long to wait for the daemon (default {DEFAULT_TIMEOUT:g})")
+                        help=_("how long to wait for the daemon (default {seconds})").format(
+                            seconds=f"{DEFAULT_TIMEOUT:g}"))
+
+
+class UsageError(Exception):
+    """A command line argparse refuses, raised instead of printing and exiting, so that
+    ``parse`` can report it once, in JSON too when ``--json`` was asked for."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lanchatctl",
-        description="Administer the lanchat daemon (lanchatd) through its control socket.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=_("Administer the lanchat daemon (lanchatd) through its control socket."),
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(parser, top_level=True)
+    parser.add_argument("--lang", metavar="CODE", default="",
+                        help=_("the language to speak: {languages} (default: the "
+                               "locale's)").format(languages=", ".join(i18n.LANGUAGES)))
+    parser.add_argument("--console", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"lanchatctl {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title=_("commands"))
 
     def command(name: str, summary: str, description: str = "") -> argparse.ArgumentParser:
         sub = commands.add_parser(
@@ -156,37 +182,56 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(sub, top_level=False)
         return sub
 
-    command("status", "the dashboard: state, uptime, clients, rooms and members, counters")
-    command("rooms", "the open rooms, with their members")
-    users = command("users", "who is in which room (or in room PIN)")
-    users.add_argument("pin", metavar="PIN", nargs="?", help="only this room")
-    command("start", "state active: new clients and messages are allowed")
-    command("standby", "state standby: members keep chatting, new clients are refused")
-    command("stop", "state stopped: messages and new clients are refused")
-    close = command("close", "close room PIN; its members are told why and disconnected")
+    command("status", _("the dashboard: state, uptime, clients, rooms and members, counters"))
+    command("rooms", _("the open rooms, with their members"))
+    users = command("users", _("who is in which room (or in room PIN)"))
+    users.add_argument("pin", metavar="PIN", nargs="?", help=_("only this room"))
+    command("start", _("state active: new clients and messages are allowed"))
+    command("standby", _("state standby: members keep chatting, new clients are refused"))
+    command("stop", _("state stopped: messages and new clients are refused"))
+    close = command("close", _("close room PIN; its members are told why and disconnected"))
     close.add_argument("pin", metavar="PIN")
-    close.add_argument("--reason", metavar="TEXT", default="", help="told to the members")
-    kick = command("kick", "remove NAME from room PIN; they are told why")
+    close.add_argument("--reason", metavar="TEXT", default="", help=_("told to the members"))
+    kick = command("kick", _("remove NAME from room PIN; they are told why"))
     kick.add_argument("pin", metavar="PIN")
     kick.add_argument("name", metavar="NAME")
-    kick.add_argument("--reason", metavar="TEXT", default="", help="told to the person")
-    announce = command("announce", "send a notice to every room, or to one room")
-    announce.add_argument("--room", metavar="PIN", help="only to this room")
-    announce.add_argument("text", metavar="TEXT", nargs="+", help="the notice (words are "
-                          "joined with spaces)")
-    log = command("log", "the activity log (the daemon keeps the recent entries in memory)")
-    log.add_argument("-n", "--lines", metavar="N", type=_count, default=DEFAULT_LOG_LINES,
-                     help=f"the last N entries (default {DEFAULT_LOG_LINES}; 0 with "
-                     "--follow shows only new ones)")
+    kick.add_argument("--reason", metavar="TEXT", default="", help=_("told to the person"))
+    announce = command("announce", _("send a notice to every room, or to one room"))
+    announce.add_argument("--room", metavar="PIN", help=_("only to this room"))
+    announce.add_argument("text", metavar="TEXT", nargs="+",
+                          help=_("the notice (words are joined with spaces)"))
+    log = command("log", _("the activity log: its files (rotated ones too) and what the "
+                           "daemon keeps in memory, filtered"))
+    log.add_argument("-n", "--lines", metavar="N", type=_count, default=None,
+                     help=_("the last N matching entries (default {count}, or all with "
+                            "--since or --until; 0 with --follow shows only new ones)").format(
+                                count=DEFAULT_LOG_LINES))
     log.add_argument("-f", "--follow", action="store_true",
-                     help="then show new entries as they happen, until Ctrl-C")
-    command("reload", "re-read the daemon's configuration file (as SIGHUP does) and say "
-            "what changed")
-    top = command("top", "a live dashboard refreshing in place; q or Ctrl-C quits")
+                     help=_("then show new entries as they happen, until Ctrl-C"))
+    log.add_argument("--since", metavar="TIME", type=_time,
+                     help=_("entries at or after TIME: 2026-12-01, 2026-12-01T09:30 (local "
+                            "time), 2026-12-01T08:30:00Z, or a time ago: 90s, 15m, 2h, 3d, 1w"))
+    log.add_argument("--until", metavar="TIME", type=_time,
+                     help=_("entries at or before TIME (as --since)"))
+    log.add_argument("--event", metavar="EVENT", action="append", default=[],
+                     help=_("only this event (join, kick, state...; repeatable)"))
+    log.add_argument("--room", metavar="PIN", help=_("only entries about room PIN"))
+    log.add_argument("--name", metavar="NAME", help=_("only entries about the member NAME"))
+    log.add_argument("--address", metavar="ADDR",
+                     help=_("only entries from this address or network (192.0.2.7, "
+                            "192.0.2.0/24, [2001:db8::1]:5000)"))
+    command("reload", _("re-read the daemon's configuration file (as SIGHUP does) and say "
+                        "what changed"))
+    top = command("top", _("a live dashboard refreshing in place; q or Ctrl-C quits"))
     top.add_argument("--interval", metavar="SECONDS", type=_interval, default=DEFAULT_INTERVAL,
-                     help=f"seconds between refreshes (default {DEFAULT_INTERVAL:g})")
-    command("shell", "an interactive Server> prompt with the original console commands "
-            "(/start /standby /stop /room PIN [USER] /logg /help)")
+                     help=_("seconds between refreshes (default {seconds})").format(
+                         seconds=f"{DEFAULT_INTERVAL:g}"))
+    command("shell", _("an interactive Server> prompt with the original console commands "
+                       "(/start /standby /stop /room PIN [USER] /logg /help)"))
+    help_ = command("help", _("lanchatctl's help, or one command's (as COMMAND --help)"))
+    help_.add_argument("topic", metavar="COMMAND", nargs="?",
+                       choices=[name for name in commands.choices if name != "help"],
+                       help=_("the command to explain"))
     return parser
 
 
@@ -207,26 +252,56 @@ def _request(args: argparse.Namespace) -> Request | None:
     if command == "announce":
         return Announce(" ".join(args.text), args.room)
     if command == "log":
-        return Log(args.lines, args.follow)
+        return Log(None, args.follow)  # every entry kept; lanchatctl picks (logs.py)
     if command == "reload":
         return Reload()
     return None  # top, shell
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> Invocation:
-    """The Invocation for ``argv``; bad values end in parser.error (exit status 2)."""
-    args = parser.parse_args(argv)
-    if args.socket == "":
-        parser.error("argument --socket: the path must not be empty")
-    options = Options(args.socket, args.json, args.timeout)
-    if args.command is None:
-        return Invocation("", options)
+    """The Invocation for ``argv``.
+
+    A bad command line is said on stderr (and, with --json, as {"error": ...} on
+    stdout) and ends in SystemExit with status 2; ``help`` prints and exits 0.
+    """
+    words = sys.argv[1:] if argv is None else argv
     try:
-        request = _request(args)
-    except LocalProtocolError as exc:
-        parser.error(f"{args.command}: {exc.message}")
-    return Invocation(args.command, options, request,
-                      getattr(args, "interval", DEFAULT_INTERVAL))
+        args = parser.parse_args(words)
+        if args.socket == "":
+            parser.error(_("argument --socket: the path must not be empty"))
+        if args.command == "help":
+            parser.parse_args([args.topic, "--help"] if args.topic else ["--help"])
+        options = Options(args.socket, args.json, args.timeout)
+        if args.command is None:
+            return Invocation("", options)
+        try:
+            request = _request(args)
+        except LocalProtocolError as exc:
+            parser.error(f"{args.command}: {i18n.translated(exc.template, **exc.values)}")
+        if args.command != "log":
+            return Invocation(args.command, options, request,
+                              getattr(args, "interval", DEFAULT_INTERVAL),
+                              console=args.console)
+        where = logs.LogFilter(args.since, args.until, frozenset(args.event), args.room,
+                               args.name, args.address)
+        if args.since is not None and args.until is not None and args.since > args.until:
+            parser.error(_("log: --since is after --until"))
+    except UsageError as exc:
+        exc.parser.print_usage(sys.stderr)
+        error = CtlError(_("{prog}: error: {message}").format(prog=exc.parser.prog,
+                                                               message=exc.message),
+                         EXIT_USAGE, "usage")
+        # Before "--" only: after it, "--json" would be an argument (a notice's text).
+        options_part = words[:words.index("--")] if "--" in words else words
+        if "--json" in options_part:
+            print(render.json_text(error.as_json()), file=sys.stdout)
+        print(error.message, file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    lines = args.lines
+    if lines is None and not where.bounded_in_time:
+        lines = DEFAULT_LOG_LINES
+    return Invocation(args.command, options, request, log_filter=where, log_lines=lines,
+                      console=args.console)
 
 
 # --------------------------------------------------------------------------- running
@@ -235,15 +310,14 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> Invocation
 def show(invocation: Invocation, result: dict[str, Any], out: TextIO) -> None:
     """Print a command's result as text or JSON."""
     request = invocation.request
-    if isinstance(request, Log):
-        for entry in result.get("entries", []):
-            print(render.json_line(entry) if invocation.options.json
-                  else render.log_line(entry), file=out)
-        return
     if invocation.options.json:
         print(render.json_text(result), file=out)
         return
-    for line in text_lines(request, result):
+    lines = None
+    if invocation.console:
+        lines = (console.dashboard_lines(result) if isinstance(request, Status)
+                 else console.reply_lines(request, result))
+    for line in text_lines(request, result) if lines is None else lines:
         print(line, file=out)
 
 
@@ -255,28 +329,79 @@ def text_lines(request: Request | None, result: dict[str, Any]) -> list[str]:
     if isinstance(request, Users):
         return render.users_lines(result.get("users", []), request.room)
     if isinstance(request, SetState):
-        state = render.clean(result.get("state"))
-        how = "now" if result.get("changed") else "already"
-        return [f"lanchatd is {how} {state}: {render.clean(result.get('description'))}."]
+        state = render.state_word(render.clean(result.get("state")))
+        # The daemon's description is English; the catalogue has it (lanchatd/states.py).
+        description = render.clean(i18n.translated(str(result.get("description", ""))))
+        if result.get("changed"):
+            return [_("lanchatd is now {state}: {description}.").format(
+                state=state, description=description)]
+        return [_("lanchatd is already {state}: {description}.").format(
+            state=state, description=description)]
     if isinstance(request, CloseRoom):
         members = result.get("members") or []
         names = ", ".join(render.clean(m) for m in members)
-        return [f"Closed room {request.room}; {render.plural(len(members), 'member')} "
-                f"({names}) told why and disconnected."]
+        return [ngettext("Closed room {pin}; {count} member ({names}) told why and "
+                         "disconnected.",
+                         "Closed room {pin}; {count} members ({names}) told why and "
+                         "disconnected.", len(members)).format(
+                             pin=request.room, count=len(members), names=names)]
     if isinstance(request, Kick):
         addr = f" ({render.clean(result['addr'])})" if result.get("addr") else ""
-        return [f"Removed {render.clean(result.get('name', request.name))}{addr} from room "
-                f"{request.room}; they were told why."]
+        return [_("Removed {name}{addr} from room {pin}; they were told why.").format(
+            name=render.clean(result.get("name", request.name)), addr=addr, pin=request.room)]
     if isinstance(request, Announce):
         rooms = result.get("rooms") or []
         if not rooms:
-            return ["No room is open: nobody received the announcement."]
-        return [f"Announced to {render.plural(len(rooms), 'room')}: "
-                f"{', '.join(render.clean(r) for r in rooms)}."]
+            return [_("No room is open: nobody received the announcement.")]
+        return [ngettext("Announced to {count} room: {pins}.",
+                         "Announced to {count} rooms: {pins}.", len(rooms)).format(
+                             count=len(rooms), pins=", ".join(render.clean(r) for r in rooms))]
     if isinstance(request, Reload):
-        message = render.clean(result.get("message", "configuration reloaded"))
-        return [message[:1].upper() + message[1:] + "."]
+        # Said from the answer's fields: its "message" is the daemon's English.
+        changed = ", ".join(render.clean(key) for key in result.get("changed") or [])
+        restart = ", ".join(render.clean(key) for key in result.get("needs_restart") or [])
+        said = _("Configuration reloaded")
+        if changed:
+            said += "; " + _("changed: {keys}").format(keys=changed)
+        if restart:
+            said += "; " + _("need a restart: {keys}").format(keys=restart)
+        return [said + "."]
     return [render.json_text(result)]
+
+
+def show_log(client: ControlClient, invocation: Invocation, out: TextIO,
+             err: TextIO) -> int:
+    """``lanchatctl log``: the entries asked for, from the files and the daemon's memory
+    (lanchatctl/logs.py says why lanchatctl reads the files), then, with --follow, the
+    new ones as they come."""
+    request = invocation.request
+    assert isinstance(request, Log)
+    where, n = invocation.log_filter, invocation.log_lines
+
+    def emit(entry: dict[str, Any]) -> None:
+        print(render.json_line(entry) if invocation.options.json
+              else render.log_line(entry), file=out, flush=True)
+
+    ring = client.start_following(None) if request.follow else list(
+        client.call(request).get("entries", []))
+    entries = ring
+    if where.active or n is None or n > len(ring):  # older entries may be asked for
+        path = client.call(Status()).get("log_file")
+        if isinstance(path, str) and path:
+            try:
+                entries = logs.merge(logs.read_files(path), ring)
+            except OSError as exc:
+                print("lanchatctl: " + _(
+                    "only the {count} entries lanchatd keeps in memory: its log files "
+                    "({path} and the rotated ones) cannot be read: {error}.").format(
+                        count=len(ring), path=path, error=exc.strerror or exc), file=err)
+    for entry in logs.select(entries, where, n):
+        emit(entry)
+    if request.follow:
+        for entry in client.stream():
+            if where.matches(entry):
+                emit(entry)
+    return EXIT_OK
 
 
 def report(error: CtlError, options: Options, out: TextIO, err: TextIO) -> None:
@@ -297,15 +422,12 @@ def execute(invocation: Invocation, out: TextIO | None = None,
             return top.run(options, invocation.interval)
         if invocation.command == "shell":
             from lanchatctl import shell  # readline only when needed
-            return shell.run(options)
+            return shell.run(options, _run_argv)
         assert invocation.request is not None
         choice = find_control_socket(options.socket)
         with ControlClient(choice, options.timeout) as client:
-            if isinstance(invocation.request, Log) and invocation.request.follow:
-                for entry in client.follow(invocation.request.n):
-                    print(render.json_line(entry) if options.json else render.log_line(entry),
-                          file=out, flush=True)
-                return EXIT_OK
+            if isinstance(invocation.request, Log):
+                return show_log(client, invocation, out, err)
             result = client.call(invocation.request)
         show(invocation, result, out)
         return EXIT_OK
@@ -315,8 +437,13 @@ def execute(invocation: Invocation, out: TextIO | None = None,
     except KeyboardInterrupt:
         if invocation.follows or invocation.command in ENDLESS:
             return EXIT_OK
-        print("lanchatctl: interrupted", file=err)
+        print("lanchatctl: " + _("interrupted"), file=err)
         return EXIT_INTERRUPTED
+
+
+def _run_argv(argv: list[str]) -> int:
+    """One shell line, as the command line it stands for (argparse may SystemExit)."""
+    return execute(parse(build_parser(), argv))
 
 
 def _tidy_streams() -> None:
@@ -326,8 +453,20 @@ def _tidy_streams() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+def language_choice(argv: list[str] | None) -> str:
+    """--lang CODE if given (read before the parser is built: --help is translated);
+    English with --json, whose errors' messages are data for scripts."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--lang", default="")
+    early.add_argument("--json", action="store_true")
+    known, _rest = early.parse_known_args(argv)
+    return "en" if known.json else str(known.lang)
+
+
 def main(argv: list[str] | None = None) -> int:
     _tidy_streams()
+    i18n.setup(choice=language_choice(argv))
+    i18n.translate_argparse()
     parser = build_parser()
     invocation = parse(parser, argv)
     if not invocation.command:
@@ -335,8 +474,9 @@ def main(argv: list[str] | None = None) -> int:
             invocation = dataclasses.replace(invocation, command="shell")
         else:
             parser.print_usage(sys.stderr)
-            print("lanchatctl: no command given (on a terminal that starts the shell); "
-                  "lanchatctl --help lists the commands", file=sys.stderr)
+            print("lanchatctl: " + _("no command given (on a terminal that starts the "
+                                     "shell); lanchatctl --help lists the commands"),
+                  file=sys.stderr)
             return EXIT_USAGE
     try:
         return execute(invocation)

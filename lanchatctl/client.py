@@ -17,7 +17,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from lanchat import __version__
+from lanchat import __version__, i18n
+from lanchat.i18n import N_, _
 from lanchat.paths import SocketChoice
 from lanchat.protocol.control import (
     SUPPORTED_VERSIONS,
@@ -47,17 +48,17 @@ CONNECT_RETRY = 0.01  # seconds between tries while the daemon's accept queue is
 
 #: (status, meaning) in the order ``lanchatctl --help`` lists them.
 EXIT_STATUSES: tuple[tuple[int, str], ...] = (
-    (EXIT_OK, "done"),
-    (EXIT_REFUSED, "lanchatd refused or failed the request (bad value, reload failed)"),
-    (EXIT_USAGE, "the command line is wrong"),
-    (EXIT_UNREACHABLE, "lanchatd is not running, its socket is missing, or it did not "
-                       "answer"),
-    (EXIT_PERMISSION, "permission denied on the control socket (see which group "
-                      "grants access)"),
-    (EXIT_PROTOCOL, "version mismatch, or the socket does not speak the lanchat control "
-                    "protocol"),
-    (EXIT_NOT_FOUND, "unknown room or user"),
-    (EXIT_INTERRUPTED, "interrupted (Ctrl-C) before the command finished"),
+    (EXIT_OK, N_("done")),
+    (EXIT_REFUSED, N_("lanchatd refused or failed the request (bad value, reload failed)")),
+    (EXIT_USAGE, N_("the command line is wrong")),
+    (EXIT_UNREACHABLE, N_("lanchatd is not running, its socket is missing, or it did not "
+                          "answer")),
+    (EXIT_PERMISSION, N_("permission denied on the control socket (see which group "
+                         "grants access), or a watcher asked to act")),
+    (EXIT_PROTOCOL, N_("version mismatch, or the socket does not speak the lanchat control "
+                       "protocol")),
+    (EXIT_NOT_FOUND, N_("unknown room or user")),
+    (EXIT_INTERRUPTED, N_("interrupted (Ctrl-C) before the command finished")),
 )
 
 EXIT_FOR_CODE: Mapping[Code, int] = {
@@ -72,6 +73,7 @@ EXIT_FOR_CODE: Mapping[Code, int] = {
     Code.UNKNOWN_USER: EXIT_NOT_FOUND,
     Code.BAD_VALUE: EXIT_REFUSED,
     Code.RELOAD_FAILED: EXIT_REFUSED,
+    Code.WATCH_ONLY: EXIT_PERMISSION,
     Code.BUSY: EXIT_UNREACHABLE,
     Code.SHUTTING_DOWN: EXIT_UNREACHABLE,
     Code.INTERNAL_ERROR: EXIT_REFUSED,
@@ -79,12 +81,12 @@ EXIT_FOR_CODE: Mapping[Code, int] = {
 
 # What to do next, after the daemon's own sentence.
 _HINTS: Mapping[Code, str] = {
-    Code.UNKNOWN_ROOM: "`lanchatctl rooms` lists the open rooms.",
-    Code.UNKNOWN_USER: "`lanchatctl users PIN` lists who is in a room.",
-    Code.UNKNOWN_COMMAND: "The running lanchatd is older than this lanchatctl; use the "
-                          "lanchatctl installed with it.",
-    Code.INTERNAL_ERROR: "This is a bug in lanchatd; its stderr (journalctl -u lanchatd) "
-                         "has the details.",
+    Code.UNKNOWN_ROOM: N_("`lanchatctl rooms` lists the open rooms."),
+    Code.UNKNOWN_USER: N_("`lanchatctl users PIN` lists who is in a room."),
+    Code.UNKNOWN_COMMAND: N_("The running lanchatd is older than this lanchatctl; use the "
+                             "lanchatctl installed with it."),
+    Code.INTERNAL_ERROR: N_("This is a bug in lanchatd; its stderr (journalctl -u lanchatd) "
+                            "has the details."),
 }
 
 
@@ -104,12 +106,22 @@ class CtlError(Exception):
                 "exit_status": self.status}
 
 
-def failure_error(failure: Failure) -> CtlError:
-    """The daemon's error reply, as lanchatctl reports it."""
-    message = failure.message
+def failure_error(failure: Failure, request: Request | None = None) -> CtlError:
+    """The daemon's error reply, as lanchatctl reports it, in the person's language.
+
+    The daemon's sentence is English; an unknown room or user is said again here from
+    the request (its values are ours), any other sentence is looked up as it is.
+    """
+    room, name = getattr(request, "room", None), getattr(request, "name", None)
+    if failure.code == Code.UNKNOWN_ROOM and room:
+        message = _("There is no room with PIN {pin}.").format(pin=room)
+    elif failure.code == Code.UNKNOWN_USER and room and name:
+        message = _("Nobody called {name!r} is in room {pin}.").format(name=name, pin=room)
+    else:
+        message = i18n.translated(failure.message)
     hint = _HINTS.get(failure.code)
     if hint:
-        message = f"{message} {hint}"
+        message = f"{message} {i18n.translated(hint)}"
     return CtlError(message, EXIT_FOR_CODE.get(failure.code, EXIT_REFUSED),
                     failure.code.wire_name, failure.code)
 
@@ -149,40 +161,57 @@ def connect_error(exc: OSError, choice: SocketChoice, timeout: float) -> CtlErro
     path = choice.path
     if isinstance(exc, FileNotFoundError):
         if len(choice.candidates) > 1:
-            where = "no control socket at " + " or ".join(choice.candidates)
+            where = _("no control socket at {paths}").format(
+                paths=_(" or ").join(choice.candidates))
         else:
-            where = f"no control socket at {path} (from {choice.source})"
+            where = _("no control socket at {path} (from {source})").format(
+                path=path, source=choice.source)
         return CtlError(
-            f"{where}: lanchatd is not running, or it listens elsewhere. Start it "
-            "(systemctl start lanchatd), or name its socket with --socket PATH or "
-            "$LANCHAT_CONTROL_SOCKET.", EXIT_UNREACHABLE, "socket_missing")
+            _("{where}: lanchatd is not running, or it listens elsewhere. Start it "
+              "(systemctl start lanchatd), or name its socket with --socket PATH or "
+              "$LANCHAT_CONTROL_SOCKET.").format(where=where),
+            EXIT_UNREACHABLE, "socket_missing")
     if isinstance(exc, ConnectionRefusedError) and not _is_socket(path):
         return CtlError(
-            f"{path} is not a socket, so it is not lanchatd's control socket. Name the "
-            "right one with --socket PATH.", EXIT_UNREACHABLE, "not_a_socket")
+            _("{path} is not a socket, so it is not lanchatd's control socket. Name the "
+              "right one with --socket PATH.").format(path=path),
+            EXIT_UNREACHABLE, "not_a_socket")
     if isinstance(exc, ConnectionRefusedError):
         return CtlError(
-            f"lanchatd is not running: nothing listens on {path} (the file was left by a "
-            "daemon that stopped). Start it (systemctl start lanchatd), or name the "
-            "right socket with --socket PATH.", EXIT_UNREACHABLE, "not_running")
+            _("lanchatd is not running: nothing listens on {path} (the file was left by a "
+              "daemon that stopped). Start it (systemctl start lanchatd), or name the "
+              "right socket with --socket PATH.").format(path=path),
+            EXIT_UNREACHABLE, "not_running")
     if isinstance(exc, PermissionError):
         owner, group = _owner_and_group(path)
+        if group in ("root", "0"):
+            # Joining group root would grant far more than lanchatctl: never advise it.
+            return CtlError(
+                _("permission denied on the control socket {path}: only {owner} may use "
+                  "it (there is no lanchat group, or the daemon did not give the socket to "
+                  "it). Run lanchatctl with sudo, or let others administer the daemon: "
+                  "sudo groupadd --system lanchat, restart lanchatd, then sudo usermod -aG "
+                  "lanchat $USER and log in again.").format(path=path, owner=owner),
+                EXIT_PERMISSION, "permission_denied")
         return CtlError(
-            f"permission denied on the control socket {path}: only {owner} and members "
-            f"of group {group} may use it. Ask to be added to that group (sudo usermod "
-            f"-aG {group} $USER, then log in again), or run lanchatctl with sudo.",
+            _("permission denied on the control socket {path}: only {owner} and members "
+              "of group {group} may use it. Ask to be added to that group (sudo usermod "
+              "-aG {group} $USER, then log in again), or run lanchatctl with sudo.").format(
+                path=path, owner=owner, group=group),
             EXIT_PERMISSION, "permission_denied")
     if isinstance(exc, socket.timeout):
         return CtlError(
-            f"lanchatd did not accept the connection on {path} within {timeout:g} s: it "
-            "may be overloaded or stuck. Check it with: systemctl status lanchatd",
+            _("lanchatd did not accept the connection on {path} within {seconds} s: it "
+              "may be overloaded or stuck. Check it with: systemctl status lanchatd").format(
+                path=path, seconds=f"{timeout:g}"),
             EXIT_UNREACHABLE, "timeout")
     if exc.errno in (errno.ENOTSOCK, errno.ECONNREFUSED, errno.EPROTOTYPE, errno.ENOTDIR):
         return CtlError(
-            f"{path} is not a lanchatd control socket ({exc.strerror}). Name the right "
-            "one with --socket PATH.", EXIT_UNREACHABLE, "not_a_socket")
-    return CtlError(f"cannot connect to lanchatd at {path}: {exc.strerror or exc}.",
-                    EXIT_UNREACHABLE, "connect_failed")
+            _("{path} is not a lanchatd control socket ({error}). Name the right "
+              "one with --socket PATH.").format(path=path, error=exc.strerror),
+            EXIT_UNREACHABLE, "not_a_socket")
+    return CtlError(_("cannot connect to lanchatd at {path}: {error}.").format(
+        path=path, error=exc.strerror or exc), EXIT_UNREACHABLE, "connect_failed")
 
 
 class ControlClient:
@@ -237,15 +266,17 @@ class ControlClient:
             raise
         if self.server.get("version") not in SUPPORTED_VERSIONS:
             self.close()
-            raise self._mismatch(f"it chose version {self.server.get('version')!r}.")
+            raise self._mismatch(_("it chose version {version!r}.").format(
+                version=self.server.get("version")))
         return self.server
 
     def _mismatch(self, detail: str) -> CtlError:
         ours = ", ".join(map(str, SUPPORTED_VERSIONS))
         return CtlError(
-            f"version mismatch: lanchatd at {self.path} and this lanchatctl {__version__} "
-            f"(control protocol {ours}) have no protocol in common: {detail} Use the "
-            "lanchatctl installed with the running lanchatd, or upgrade both.",
+            _("version mismatch: lanchatd at {path} and this lanchatctl {version} "
+              "(control protocol {ours}) have no protocol in common: {detail} Use the "
+              "lanchatctl installed with the running lanchatd, or upgrade both.").format(
+                path=self.path, version=__version__, ours=ours, detail=detail),
             EXIT_PROTOCOL, "version_mismatch", Code.UNSUPPORTED_VERSION)
 
     def call(self, request: Request) -> dict[str, Any]:
@@ -263,13 +294,21 @@ class ControlClient:
             if isinstance(event, Ok) and event.id == request_id:
                 return dict(event.result)
             if isinstance(event, Failure) and event.id in (request_id, None):
-                raise failure_error(event)
+                raise failure_error(event, request)
             # Anything else (an entry of a stream this connection runs) is not ours.
 
     def follow(self, n: int | None) -> Iterator[dict[str, Any]]:
         """The last ``n`` log entries, then every new one until the daemon ends it."""
-        result = self.call(Log(n=n, follow=True))
-        yield from result.get("entries", [])
+        yield from self.start_following(n)
+        yield from self.stream()
+
+    def start_following(self, n: int | None) -> list[dict[str, Any]]:
+        """Ask for the last ``n`` entries and the ones to come; return the former.
+        ``stream()`` then yields the new ones, none missed in between."""
+        return list(self.call(Log(n=n, follow=True)).get("entries", []))
+
+    def stream(self) -> Iterator[dict[str, Any]]:
+        """The new log entries after ``start_following``, until the daemon ends them."""
         while True:
             try:
                 event = self._next(None)
@@ -277,16 +316,17 @@ class ControlClient:
                 if exc.name != "connection_closed":
                     raise
                 raise CtlError(
-                    f"lanchatd closed the log stream on {self.path}: it stopped, or this "
-                    "reader fell too far behind. Follow again to carry on.",
-                    EXIT_UNREACHABLE, "stream_closed") from None
+                    _("lanchatd closed the log stream on {path}: it stopped, or this "
+                      "reader fell too far behind. Follow again to carry on.").format(
+                        path=self.path), EXIT_UNREACHABLE, "stream_closed") from None
             if isinstance(event, StreamItem):
                 yield dict(event.entry)
             elif isinstance(event, StreamEnd):
                 if event.reason == "cancelled":
                     return
-                raise CtlError(f"lanchatd ended the log stream: {event.message or event.reason}",
-                               EXIT_UNREACHABLE, "stream_ended")
+                raise CtlError(_("lanchatd ended the log stream: {why}").format(
+                    why=i18n.translated(event.message) if event.message else event.reason),
+                    EXIT_UNREACHABLE, "stream_ended")
             elif isinstance(event, Failure) and event.id is None:
                 raise failure_error(event)
 
@@ -301,15 +341,16 @@ class ControlClient:
         except (BrokenPipeError, ConnectionResetError):
             pass  # the peer closed: what it said before that is read next, then EOF
         except OSError as exc:
-            raise CtlError(f"lost the connection to lanchatd at {self.path} "
-                           f"({exc.strerror or exc}); it may have stopped.",
+            raise CtlError(_("lost the connection to lanchatd at {path} ({error}); it may "
+                             "have stopped.").format(path=self.path, error=exc.strerror or exc),
                            EXIT_UNREACHABLE, "connection_lost") from None
 
     def _no_answer(self) -> CtlError:
         return CtlError(
-            f"lanchatd did not answer within {self.timeout:g} s on {self.path}: it may be "
-            "overloaded or stuck. Check it with: systemctl status lanchatd (or try again "
-            "with a longer --timeout).", EXIT_UNREACHABLE, "timeout")
+            _("lanchatd did not answer within {seconds} s on {path}: it may be "
+              "overloaded or stuck. Check it with: systemctl status lanchatd (or try again "
+              "with a longer --timeout).").format(seconds=f"{self.timeout:g}", path=self.path),
+            EXIT_UNREACHABLE, "timeout")
 
     def _next(self, deadline: float | None) -> Reply:
         """The next reply or stream line; raise CtlError on EOF, timeout or garbage."""
@@ -319,14 +360,15 @@ class ControlClient:
                 event = self.codec.next_event()
             except ControlError as exc:
                 raise CtlError(
-                    f"{self.path} answered something that is not the lanchat control "
-                    f"protocol ({exc.message}); is it a lanchatd control socket?",
+                    _("{path} answered something that is not the lanchat control "
+                      "protocol ({error}); is it a lanchatd control socket?").format(
+                        path=self.path, error=exc.message),
                     EXIT_PROTOCOL, "protocol_error") from None
             if isinstance(event, ConnectionClosed):
                 raise CtlError(
-                    f"lanchatd closed the connection on {self.path} without answering; it "
-                    "may be stopping. Try again, or check: systemctl status lanchatd",
-                    EXIT_UNREACHABLE, "connection_closed")
+                    _("lanchatd closed the connection on {path} without answering; it "
+                      "may be stopping. Try again, or check: systemctl status lanchatd")
+                    .format(path=self.path), EXIT_UNREACHABLE, "connection_closed")
             if event is not None:
                 return event
             if deadline is None:
@@ -343,7 +385,7 @@ class ControlClient:
             except ConnectionResetError:
                 data = b""
             except OSError as exc:
-                raise CtlError(f"lost the connection to lanchatd at {self.path} "
-                               f"({exc.strerror or exc}).", EXIT_UNREACHABLE,
-                               "connection_lost") from None
+                raise CtlError(_("lost the connection to lanchatd at {path} ({error}).").format(
+                    path=self.path, error=exc.strerror or exc), EXIT_UNREACHABLE,
+                    "connection_lost") from None
             self.codec.receive_data(data)

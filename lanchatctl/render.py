@@ -8,18 +8,36 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from lanchat import i18n
+from lanchat.i18n import N_, _, ngettext
+
 COUNTER_LABELS: tuple[tuple[str, str], ...] = (
-    ("messages", "messages"),
-    ("private_messages", "private messages"),
-    ("joins", "joins"),
-    ("refused_joins", "refused joins"),
-    ("connections", "connections"),
-    ("refused_connections", "refused connections"),
-    ("disconnects_for_limits", "disconnects for limits"),
-    ("kicks", "kicks"),
-    ("protocol_errors", "protocol errors"),
-    ("rate_limited", "rate limited"),
+    ("messages", N_("messages")),
+    ("private_messages", N_("private messages")),
+    ("joins", N_("joins")),
+    ("refused_joins", N_("refused joins")),
+    ("connections", N_("connections")),
+    ("refused_connections", N_("refused connections")),
+    ("page_connections", N_("web page connections")),
+    ("disconnects_for_limits", N_("disconnects for limits")),
+    ("kicks", N_("kicks")),
+    ("protocol_errors", N_("protocol errors")),
+    ("rate_limited", N_("rate limited")),
+    ("refused_while_stopped", N_("refused while stopped")),
 )
+DISCOVERY_LABELS: tuple[tuple[str, str], ...] = (
+    ("probes", N_("probes")),
+    ("answered", N_("answered")),
+    ("malformed", N_("malformed")),
+    ("not_allowed", N_("not allowed")),
+    ("rate_limited", N_("rate limited")),
+)
+
+
+def state_word(state: str) -> str:
+    """A server state as a person reads it (the word itself when it is a new one)."""
+    words = {"active": _("active"), "standby": _("standby"), "stopped": _("stopped")}
+    return words.get(state, state)
 
 
 def clean(value: object) -> str:
@@ -79,7 +97,7 @@ def counter_items(counters: Mapping[str, Any], labels: Sequence[tuple[str, str]]
     """``label value`` for each counter: the known ones in order, then any new ones."""
     known = [(key, label) for key, label in labels if key in counters]
     known += [(key, key.replace("_", " ")) for key in counters if key not in dict(labels)]
-    return [f"{label} {counters[key]}" for key, label in known]
+    return [f"{i18n.translated(label)} {counters[key]}" for key, label in known]
 
 
 def _wrapped(label: str, items: Sequence[str], width: int = 100) -> list[str]:
@@ -94,48 +112,66 @@ def _wrapped(label: str, items: Sequence[str], width: int = 100) -> list[str]:
         else:
             current = f"{current} {text}" if current else text
     rows.append(current)
-    return [f"{label:<11}{rows[0]}".rstrip()] + [" " * 11 + row for row in rows[1:]]
+    return [f"{_label(label)}{rows[0]}".rstrip()] + [" " * 11 + row for row in rows[1:]]
 
 
 def status_lines(status: Mapping[str, Any], *, width: int = 100) -> list[str]:
     """The dashboard: state, uptime, clients, counters, rooms with members."""
+    rooms = status.get("rooms") or []
     lines = [
-        f"lanchatd {clean(status.get('version', '?'))} \"{clean(status.get('name', ''))}\", "
-        f"pid {status.get('pid', '?')}, up {duration(status.get('uptime', 0))} "
-        f"(since {clock(status.get('started'))})",
-        f"{'State:':<11}{clean(status.get('state', '?'))}: "
-        f"{clean(status.get('state_description', ''))}",
+        _("lanchatd {version} \"{name}\", pid {pid}, up {uptime} (since {since})").format(
+            version=clean(status.get("version", "?")), name=clean(status.get("name", "")),
+            pid=status.get("pid", "?"), uptime=duration(status.get("uptime", 0)),
+            since=clock(status.get("started"))),
+        _label(_("State:")) + "{}: {}".format(
+            state_word(clean(status.get("state", "?"))),
+            clean(i18n.translated(str(status.get("state_description", ""))))),
     ]
     addresses = dict(status.get("addresses") or {})
     control = addresses.pop("control", None)
     if addresses:
-        lines += _wrapped("Listening:", [f"{key} {clean(value)}"
-                                         for key, value in addresses.items()], width)
+        lines += _wrapped(_("Listening:"), [f"{key} {clean(value)}"
+                                            for key, value in addresses.items()], width)
     if control:
-        lines.append(f"{'Control:':<11}{clean(control)}")
-    rooms = status.get("rooms") or []
-    lines.append(f"{'Clients:':<11}{status.get('clients', 0)} connected, "
-                 f"{status.get('members', 0)} in {plural(len(rooms), 'room')}")
-    lines += _wrapped("Counters:", counter_items(status.get("counters") or {}, COUNTER_LABELS),
-                      width)
+        lines.append(_label(_("Control:")) + clean(control))
+    tls_fingerprint = status.get("tls_fingerprint")
+    if tls_fingerprint:  # what clients pin: the administrator reads it out to people
+        lines.append(_label(_("TLS key:")) + clean(tls_fingerprint))
+    lines.append(_label(_("Clients:")) + ngettext(
+        "{clients} connected, {members} in {count} room",
+        "{clients} connected, {members} in {count} rooms", len(rooms)).format(
+            clients=status.get("clients", 0), members=status.get("members", 0),
+            count=len(rooms)))
+    lines += _wrapped(_("Counters:"), counter_items(status.get("counters") or {},
+                                                     COUNTER_LABELS), width)
     discovery = status.get("discovery")
     if discovery:
-        lines += _wrapped("Discovery:", counter_items(discovery, ()), width)
+        lines += _wrapped(_("Discovery:"), counter_items(discovery, DISCOVERY_LABELS), width)
     lines.append("")
     lines += rooms_detail_lines(rooms)
     return lines
 
 
+def _label(label: str) -> str:
+    """A dashboard label padded to the value column (11 wide, or one space past it)."""
+    return label + " " * max(1, 11 - _width(label))
+
+
 def rooms_detail_lines(rooms: Sequence[Mapping[str, Any]]) -> list[str]:
     if not rooms:
-        return ["No rooms are open."]
+        return [_("No rooms are open.")]
     lines: list[str] = []
     for room in rooms:
         members = room.get("members") or []
-        lines.append(f"Room {clean(room.get('pin'))}: {plural(len(members), 'member')}, "
-                     f"{plural(room.get('messages', 0), 'message')}, open since "
-                     f"{clock(room.get('created'), date=False)}")
-        lines += table(("NAME", "ADDRESS", "MODE", "SINCE"), (
+        messages = room.get("messages", 0)
+        lines.append(_("Room {pin}: {members}, {messages}, open since {since}").format(
+            pin=clean(room.get("pin")),
+            members=ngettext("{count} member", "{count} members", len(members)).format(
+                count=len(members)),
+            messages=ngettext("{count} message", "{count} messages", messages).format(
+                count=messages),
+            since=clock(room.get("created"), date=False)))
+        lines += table((_("NAME"), _("ADDRESS"), _("MODE"), _("SINCE")), (
             (m.get("name", ""), m.get("addr", ""), m.get("mode", ""),
              clock(m.get("since"), date=False)) for m in members), indent="  ")
     return lines
@@ -143,8 +179,8 @@ def rooms_detail_lines(rooms: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def rooms_lines(rooms: Sequence[Mapping[str, Any]]) -> list[str]:
     if not rooms:
-        return ["No rooms are open."]
-    return table(("PIN", "MEMBERS", "MESSAGES", "OPEN SINCE", "NAMES"), (
+        return [_("No rooms are open.")]
+    return table(("PIN", _("MEMBERS"), _("MESSAGES"), _("OPEN SINCE"), _("NAMES")), (
         (str(r.get("pin", "")), str(len(r.get("members") or [])), str(r.get("messages", 0)),
          clock(r.get("created")), ", ".join(clean(m.get("name", ""))
                                              for m in r.get("members") or []))
@@ -153,8 +189,9 @@ def rooms_lines(rooms: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def users_lines(users: Sequence[Mapping[str, Any]], room: str | None) -> list[str]:
     if not users:
-        return [f"Nobody is in room {room}." if room else "Nobody is in a room."]
-    return table(("ROOM", "NAME", "ADDRESS", "MODE", "SINCE"), (
+        return [_("Nobody is in room {pin}.").format(pin=room) if room
+                else _("Nobody is in a room.")]
+    return table((_("ROOM"), _("NAME"), _("ADDRESS"), _("MODE"), _("SINCE")), (
         (str(u.get("room", "")), u.get("name", ""), u.get("addr", ""), u.get("mode", ""),
          clock(u.get("since"))) for u in users))
 
@@ -170,7 +207,7 @@ def _value(value: Any) -> str:
 def log_line(entry: Mapping[str, Any]) -> str:
     """2026-11-21 07:00:01  kick  room=1234 name=bob reason="spam"  by uid=0(root) pid=9"""
     fields = " ".join(f"{key}={_value(value)}" for key, value in entry.items()
-                      if key not in ("seq", "ts", "event", "actor"))
+                      if key not in ("seq", "ts", "time", "event", "actor"))
     line = f"{clock(entry.get('ts'))}  {clean(entry.get('event', '?')):<18} {fields}"
     if "actor" in entry:
         line = f"{line.rstrip()}  by {entry['actor']}"

@@ -26,30 +26,30 @@ from typing import Any
 
 import platformdirs
 
+from lanchat.i18n import _
 from lanchat.paths import APP_NAME, find_control_socket
-from lanchat.protocol.control import Rooms, Status
-from lanchatctl.cli import (
-    STATE_COMMANDS,
-    Invocation,
-    Options,
-    build_parser,
-    execute,
-    parse,
-)
+from lanchat.protocol.control import Rooms, Users
 from lanchatctl.client import EXIT_OK, ControlClient, CtlError
+from lanchatctl.options import STATE_COMMANDS, Options
+
+#: Runs one lanchatctl command line (the shell's caller passes its own, so that the
+#: shell never imports the command line that starts it).
+RunArgv = Callable[[list[str]], int]
 
 PROMPT = "Server> "
 HISTORY_FILE = "lanchatctl_history"
 HISTORY_LENGTH = 1000
 COMPLETION_TIMEOUT = 1.0
 
-HELP = """\
+def help_text() -> str:
+    return _("""\
 The original console commands:
   /start                 state active: new clients and messages are allowed
   /standby               members keep chatting, new clients are refused
   /stop                  messages and new clients are refused
   /room PIN              close room PIN (its members are told why and disconnected)
-  /room PIN USER [WHY]   remove USER from room PIN (told WHY)
+  /room PIN USER [WHY]   remove USER from room PIN (told WHY); USER may have spaces
+                         (the longest match in the room), or: /room PIN USER --reason WHY
   /logg [N]              the last N entries of the activity log (default 20)
   /help                  this help
 Every lanchatctl command works too, with or without a slash:
@@ -57,7 +57,7 @@ Every lanchatctl command works too, with or without a slash:
   kick PIN NAME [--reason TEXT], announce [--room PIN] TEXT, log [-n N] [--follow],
   reload, top.  help COMMAND shows a command's options.
 quit, exit or Ctrl-D leaves.  Tab completes commands, room PINs and names;
-Up and Down walk the history."""
+Up and Down walk the history.""")
 
 SUBCOMMANDS: tuple[str, ...] = ("status", "rooms", "users", "start", "standby", "stop",
                                 "close", "kick", "announce", "log", "reload", "top")
@@ -75,25 +75,50 @@ class ShellError(Exception):
     """A line the shell cannot turn into a command."""
 
 
-def translate(words: Sequence[str]) -> list[str]:
-    """The lanchatctl arguments for one shell line (already split into words)."""
+def _no_members(_pin: str) -> Sequence[str]:
+    return ()
+
+
+def split_name(words: Sequence[str], members: Sequence[str]) -> tuple[str, str]:
+    """``/room PIN`` USER [WHY]: (name, reason) from the words after the PIN.
+
+    Names may hold spaces, so the name is the longest run of leading words that names
+    someone in the room ("Ola Nordmann" before "Ola"); without a match, the first word
+    (the daemon then says nobody has that name).  ``--reason`` ends the name explicitly.
+    """
+    if "--reason" in words:
+        at = list(words).index("--reason")
+        return " ".join(words[:at]), " ".join(words[at + 1:])
+    present = set(members)
+    for end in range(len(words), 0, -1):
+        if " ".join(words[:end]) in present:
+            return " ".join(words[:end]), " ".join(words[end:])
+    return words[0], " ".join(words[1:])
+
+
+def translate(words: Sequence[str],
+              members: Callable[[str], Sequence[str]] = _no_members) -> list[str]:
+    """The lanchatctl arguments for one shell line (already split into words);
+    ``members(pin)`` names who is in a room (for ``/room PIN USER``)."""
     head, rest = words[0], list(words[1:])
     if head == "/room":
         if len(rest) == 1:
             return ["close", rest[0]]
         if len(rest) >= 2:
-            reason = ["--reason", " ".join(rest[2:])] if rest[2:] else []
-            return ["kick", rest[0], rest[1], *reason]
-        raise ShellError("/room needs a PIN: /room PIN closes the room, /room PIN USER "
-                         "removes USER from it.")
+            name, why = split_name(rest[1:], members(rest[0]) if len(rest) > 2 else ())
+            reason = ["--reason", why] if why else []
+            return ["kick", rest[0], name, *reason]
+        raise ShellError(_("/room needs a PIN: /room PIN closes the room, /room PIN USER "
+                           "removes USER from it."))
     if head == "/logg":
         if len(rest) > 1:
-            raise ShellError("/logg takes at most one number: /logg 50")
+            raise ShellError(_("/logg takes at most one number: /logg 50"))
         return ["log", "-n", rest[0]] if rest else ["log"]
     if head.startswith("/"):
         if head[1:] in SUBCOMMANDS:
             return [head[1:], *rest]
-        raise ShellError(f"unknown command {head}; /help lists the commands.")
+        raise ShellError(_("unknown command {command}; /help lists the commands.").format(
+            command=head))
     return [head, *rest]
 
 
@@ -196,47 +221,60 @@ def _global_args(options: Options) -> list[str]:
     return args
 
 
-def run_line(line: str, options: Options) -> bool:
+def room_members(pin: str, options: Options) -> list[str]:
+    """Who is in room ``pin`` now (none when the daemon cannot say: the kick will)."""
+    try:
+        with ControlClient(find_control_socket(options.socket), options.timeout) as client:
+            users = client.call(Users(pin)).get("users", [])
+    except CtlError:
+        return []
+    return [str(user.get("name")) for user in users]
+
+
+def run_line(line: str, options: Options, run_argv: RunArgv) -> bool:
     """Run one shell line; False when it asks to leave."""
     try:
         words = shlex.split(line)
     except ValueError as exc:
-        print(f"lanchatctl: {exc} (quote with ' or \")", file=sys.stderr)
+        print("lanchatctl: " + _("{error} (quote with ' or \")").format(error=exc),
+              file=sys.stderr)
         return True
     if not words:
         return True
     if words[0] in LEAVE:
         return False
     if words[0] in ("/help", "help", "?") and len(words) == 1:
-        print(HELP)
+        print(help_text())
         return True
     if words[0] == "help":
         words = [words[1], "--help"]
     try:
-        argv = translate(words)
+        argv = translate(words, lambda pin: room_members(pin, options))
     except ShellError as exc:
         print(f"lanchatctl: {exc}", file=sys.stderr)
         return True
     if argv[0] == "shell":
-        print("lanchatctl: this is the shell already.", file=sys.stderr)
+        print("lanchatctl: " + _("this is the shell already."), file=sys.stderr)
         return True
     if argv[0] not in SUBCOMMANDS and argv[0] not in STATE_COMMANDS:
-        print(f"lanchatctl: unknown command {argv[0]!r}; /help lists the commands.",
-              file=sys.stderr)
+        print("lanchatctl: " + _("unknown command {command!r}; /help lists the commands.")
+              .format(command=argv[0]), file=sys.stderr)
         return True
+    # The original console's commands answer in its words (lanchatctl/console.py).
+    console = ["--console"] if words[0] in ORIGINAL else []
     try:
-        invocation = parse(build_parser(), _global_args(options) + argv)
+        run_argv(_global_args(options) + console + argv)
     except SystemExit:
-        return True  # argparse has said what is wrong, or printed the help asked for
-    execute(invocation)
+        pass  # argparse has said what is wrong, or printed the help asked for
     return True
 
 
-def run(options: Options) -> int:
+def run(options: Options, run_argv: RunArgv) -> int:
     """The Server> prompt, until quit, exit or end of input."""
+    status = run_argv([*_global_args(options), "--console", "status"])  # the seed's dashboard
+    if status != EXIT_OK:
+        return status  # said why; a shell that cannot reach the daemon is no success
     save_history = _setup_readline(options)
-    execute(Invocation("status", options, Status()))
-    print("Type /help for commands; quit or Ctrl-D leaves.")
     try:
         while True:
             try:
@@ -247,7 +285,7 @@ def run(options: Options) -> int:
             except KeyboardInterrupt:
                 print()  # Ctrl-C drops the line being typed, as in a shell
                 continue
-            if not run_line(line, options):
+            if not run_line(line, options, run_argv):
                 break
     finally:
         save_history()

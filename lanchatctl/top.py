@@ -15,11 +15,12 @@ import textwrap
 import time
 from typing import Any
 
+from lanchat.i18n import _
 from lanchat.paths import find_control_socket
 from lanchat.protocol.control import Log, Status
 from lanchatctl import render
-from lanchatctl.cli import Options
 from lanchatctl.client import EXIT_OK, EXIT_USAGE, ControlClient, CtlError
+from lanchatctl.options import Options
 
 LOG_LINES = 50
 QUIT_KEYS = (ord("q"), ord("Q"))
@@ -53,16 +54,17 @@ class Dashboard:
     def lines(self, status: dict[str, Any] | None, entries: list[dict[str, Any]], error: str,
               height: int, width: int) -> list[str]:
         header = (f"lanchatctl top  {self.path}  {render.clock(time.time(), date=False)}  "
-                  f"every {self.interval:g} s  q quits, Ctrl-L redraws")
+                  + _("every {seconds} s  q quits, Ctrl-L redraws").format(
+                      seconds=f"{self.interval:g}"))
         lines = [header, ""]
         if status is None:
             lines += textwrap.wrap(error, max(20, width - 1))
-            lines += ["", "Trying again at the next refresh."]
+            lines += ["", _("Trying again at the next refresh.")]
             return lines
         lines += render.status_lines(status, width=max(40, width - 1))
         room = height - len(lines) - 2
         if room > 0 and entries:
-            lines += ["", "Recent activity:"]
+            lines += ["", _("Recent activity:")]
             lines += [render.log_line(entry) for entry in entries[-room:]]
         return lines
 
@@ -119,12 +121,13 @@ class Dashboard:
 
 def run(options: Options, interval: float) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise CtlError("top needs a terminal; for scripts use: lanchatctl status --json",
+        raise CtlError(_("top needs a terminal; for scripts use: lanchatctl status --json"),
                        EXIT_USAGE, "not_a_terminal")
     dashboard = Dashboard(options, interval)
     try:
         status: int = curses.wrapper(dashboard.run)
     except curses.error as exc:
-        raise CtlError(f"cannot draw on this terminal ({exc}); check $TERM, or use "
-                       "lanchatctl status", EXIT_USAGE, "terminal") from None
+        raise CtlError(_("cannot draw on this terminal ({error}); check $TERM, or use "
+                         "lanchatctl status").format(error=exc), EXIT_USAGE,
+                       "terminal") from None
     return status

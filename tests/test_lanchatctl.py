@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from lanchat_testing import Daemon, JsonClient, TextClient, env_with_repo
+from lanchat_testing import (
+    Daemon,
+    JsonClient,
+    TextClient,
+    as_if_at_a_terminal,
+    env_with_repo,
+    with_short_pins,
+)
 
 from lanchatctl.cli import build_parser, parse
 
@@ -127,6 +134,34 @@ def test_bad_command_lines_exit_2_naming_the_problem(
     assert words in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [
+    ["--json", "kick", "1234"], ["kick", "1234", "--json"], ["--json", "frobnicate"],
+    ["--json", "--timeout", "0", "status"], ["--json", "help", "nope"],
+])
+def test_json_usage_errors_are_json_on_stdout_too(argv: list[str]) -> None:
+    result = ctl(None, *argv)
+    assert result.status == 2
+    error = result.json()  # a script reading stdout learns what is wrong
+    assert error["exit_status"] == 2 and error["error"]["name"] == "usage"
+    assert error["error"]["message"] in result.err
+    assert "usage: lanchatctl" in result.err
+
+
+def test_json_after_a_double_dash_is_text_not_the_option() -> None:
+    result = ctl(None, "announce", "--room", "x", "--", "--json")
+    assert result.status == 2 and result.out == ""
+
+
+def test_help_is_a_command_too() -> None:
+    whole = ctl(None, "help")
+    assert whole.status == 0 and whole.out == build_parser().format_help()
+    kick = ctl(None, "help", "kick")
+    assert kick.status == 0 and kick.out.startswith("usage: lanchatctl kick ")
+    assert kick.out == ctl(None, "kick", "--help").out
+    unknown = ctl(None, "help", "frobnicate")
+    assert unknown.status == 2 and "invalid choice: 'frobnicate'" in unknown.err
+
+
 def test_options_may_come_before_or_after_the_command() -> None:
     parser = build_parser()
     before = parse(parser, ["--json", "--socket", "/x.sock", "--timeout", "2", "rooms"])
@@ -152,6 +187,9 @@ def test_status_shows_the_dashboard(room: tuple[Daemon, JsonClient, JsonClient])
     assert f"pid {daemon.pid}" in text
     assert f"Listening: tcp {daemon.tcp[0]}:{daemon.tcp[1]}, udp " in text
     assert f"\nControl:   {daemon.control}\n" in text
+    assert daemon.tls is not None
+    assert f", tls {daemon.tls[0]}:{daemon.tls[1]}" in text
+    assert f"\nTLS key:   {daemon.fingerprint}\n" in text  # what clients pin
     assert "Clients:   2 connected, 2 in 1 room" in text
     assert "messages 1," in text and "joins 2," in text
     assert "Room 1234: 2 members, 1 message" in text
@@ -227,7 +265,8 @@ def test_log_follow_streams_new_entries_until_interrupted(daemon: Daemon) -> Non
     follower = subprocess.Popen(
         [sys.executable, "-m", "lanchatctl", "--socket", daemon.control, "log", "-n", "1",
          "--follow", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with_repo())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with_repo(),
+        preexec_fn=as_if_at_a_terminal)
     try:
         assert follower.stdout is not None
         first = json.loads(follower.stdout.readline())
@@ -356,9 +395,15 @@ def test_announce_with_no_room_open(daemon: Daemon) -> None:
 
 
 def test_reload_reports_what_changed_and_refusals(daemon: Daemon) -> None:
-    daemon.config_path.write_text('[server]\nname = "lab 2"\n')
+    daemon.config_path.write_text(with_short_pins('[server]\nname = "lab 2"\n'))
     assert ok(daemon, "reload").out == "Configuration reloaded; changed: name.\n"
     assert ok(daemon, "status", "--json").json()["name"] == "lab 2"
+    daemon.config_path.write_text(
+        with_short_pins('[server]\nname = "lab 3"\nlisten_backlog = 64\n'))
+    answer = ok(daemon, "reload", "--json").json()
+    assert (answer["changed"], answer["needs_restart"]) == (["name"], ["listen_backlog"])
+    assert answer["message"] == (
+        "configuration reloaded; changed: name; need a restart: listen_backlog")
     daemon.config_path.write_text("[server]\nport = 'x'\n")
     result = ctl(daemon, "reload")
     assert result.status == 1

@@ -15,17 +15,22 @@ from typing import Any
 
 import pytest
 
-from lanchatd import control
+from lanchat.protocol.control import Status
+from lanchatd import admin, control
 from lanchatd.config import Config
-from lanchatd.control import HELLO_TIMEOUT, IDLE_TIMEOUT, REQUESTS_PER_PASS, ControlServer
+from lanchatd.control import REQUESTS_PER_PASS, ControlServer
 from lanchatd.loop import READ, WRITE, Loop
+
+HELLO_TIMEOUT = Config().control_hello_timeout
+IDLE_TIMEOUT = Config().control_idle_timeout
 
 HELLO = b'{"id":0,"cmd":"hello","versions":[1]}\n'
 
 
 class Harness:
-    def __init__(self, tmp_path: Path) -> None:
-        config = Config(control_socket=str(tmp_path / "control.sock"), control_group="")
+    def __init__(self, tmp_path: Path, **settings: Any) -> None:
+        config = Config(control_socket=str(tmp_path / "control.sock"), control_group="",
+                        **settings)
         self.loop = Loop(config, reload=lambda: config, environ={})
         self.server = ControlServer(self.loop, None)
         self.loop.control = self.server
@@ -43,13 +48,15 @@ class Harness:
     def turn(self, passes: int = 1) -> None:
         """Passes of the loop as Loop.run makes them, at ``self.now``."""
         for _ in range(passes):
+            # The loop's two clocks, as Loop._read_clocks sets them: here one and the same.
+            self.loop.now = self.loop.mono = self.now
             for key, mask in self.loop.selector.select(0):
                 if mask & READ:
                     key.data.on_readable(self.now)
                 if mask & WRITE:
                     key.data.on_writable(self.now)
             self.server.after_pass(self.now)
-            self.loop._run_extra_timers(self.now)
+            self.loop._run_timers(self.now)
 
     def at(self, now: float) -> None:
         """The clock moves to ``now``: timers fire, and what they queue is written."""
@@ -100,6 +107,34 @@ def test_a_connection_that_never_says_hello_is_closed(harness: Harness) -> None:
     assert harness.server.conns == set()
 
 
+def test_the_control_limits_are_the_configured_ones(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, control_hello_timeout=0.5, control_idle_timeout=2.0,
+                      control_max_connections=2)
+    try:
+        silent, quiet = harness.connect(), harness.connect()
+        quiet.sendall(HELLO)
+        harness.turn()
+        assert harness.replies(quiet)[0]["result"]["version"] == 1
+        # Both places taken: a newcomer takes the place of the one silent longest, the
+        # one that never said hello (issue 11: it used to be told busy).
+        start = harness.now
+        extra = harness.connect()
+        assert harness.replies(silent) == [
+            {"id": None, "ok": False, "error": {
+                "code": 106, "name": "idle_timeout", "message": "Closing: no hello, and all "
+                "2 control connections were taken when another one came; the one silent "
+                "longest makes room."}}, {"eof": True}]
+        harness.at(start + 0.5)
+        assert harness.replies(extra)[0]["error"]["message"] == (
+            "Closing: no hello within 0.5 seconds.")
+        assert harness.replies(quiet) == []
+        harness.at(start + 2.0)
+        assert harness.replies(quiet)[0]["error"]["message"] == (
+            "Closing: no request for 2 seconds.")
+    finally:
+        harness.close()
+
+
 def test_a_quiet_connection_is_closed_but_a_log_follower_is_not(harness: Harness) -> None:
     quiet = harness.connect()
     follower = harness.connect()
@@ -139,10 +174,11 @@ def test_requests_are_served_a_share_per_pass(harness: Harness) -> None:
 
 def test_a_bug_in_one_command_fails_that_request_only(
         harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*_args: Any) -> dict[str, Any]:
+    def broken(*_args: Any) -> Any:
         raise KeyError("oops")
 
-    monkeypatch.setitem(harness.server._handlers, control.Status, broken)
+    monkeypatch.setitem(harness.server.commands, Status,
+                        admin.Command(Status, broken))
     client = harness.connect()
     client.sendall(HELLO + b'{"id":1,"cmd":"status"}\n{"id":2,"cmd":"rooms"}\n')
     harness.turn()
@@ -158,7 +194,7 @@ def test_a_fault_caught_by_the_loop_closes_that_connection_only(harness: Harness
     other = harness.connect()
     other.sendall(HELLO)
     harness.turn()
-    conn = next(c for c in harness.server.conns if not c.hello_done)
+    conn = next(c for c in harness.server.conns if not c.session.hello_done)
     harness.loop._contain(conn, RuntimeError("boom"), harness.now)
     harness.turn()
     replies = harness.replies(failing)
@@ -186,7 +222,7 @@ def test_a_client_that_only_writes_stalls_only_itself(harness: Harness) -> None:
         harness.turn()
     assert blocked > 3
     harness.turn(50)
-    [conn] = [c for c in harness.server.conns if c.hello_done]
+    [conn] = [c for c in harness.server.conns if c.session.hello_done]
     assert not conn.mask & READ  # nothing more is read from it...
     assert len(conn.out) < 2 * control.OUTPUT_LIMIT  # ...so what waits for it is bounded
     polite.sendall(HELLO + b'{"id":5,"cmd":"rooms"}\n')

@@ -7,19 +7,17 @@ be an unprivileged administrator.
 from __future__ import annotations
 
 import contextlib
+import grp
 import io
 import json
 import os
 import pwd
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,15 +29,6 @@ from lanchatctl import cli
 
 NOBODY = pwd.getpwnam("nobody")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A directory anyone may traverse (pytest's tmp_path is root's alone)."""
-    path = Path(tempfile.mkdtemp(prefix="lanchatctl-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def run_as(uid: int, gid: int, argv: list[str]) -> tuple[int, str, str, int]:
@@ -120,19 +109,33 @@ def test_members_of_the_group_administer_without_sudo(start_daemon: Callable[...
 def test_permission_denied_names_the_group_that_grants_access(
         start_daemon: Callable[..., Daemon], open_dir: Path) -> None:
     path = str(open_dir / "control.sock")
-    start_daemon(control_group("root"), args=["--control-socket", path])
+    start_daemon(control_group("daemon"), args=["--control-socket", path])
     status, out, err, _pid = run_as(NOBODY.pw_uid, NOBODY.pw_gid,
                                     ["--socket", path, "standby"])
     assert status == 4
     assert out == ""
     assert err == (
         f"lanchatctl: permission denied on the control socket {path}: only root and members "
-        "of group root may use it. Ask to be added to that group (sudo usermod -aG root "
+        "of group daemon may use it. Ask to be added to that group (sudo usermod -aG daemon "
         "$USER, then log in again), or run lanchatctl with sudo.\n")
     status, out, err, _pid = run_as(NOBODY.pw_uid, NOBODY.pw_gid,
                                     ["--socket", path, "--json", "rooms"])
     assert status == 4
     assert json.loads(out)["error"]["name"] == "permission_denied"
+
+
+@needs_root
+def test_without_a_lanchat_group_the_advice_is_never_to_join_group_root(
+        start_daemon: Callable[..., Daemon], open_dir: Path) -> None:
+    path = str(open_dir / "control.sock")
+    start_daemon(control_group("lanchat-test-no-such-group"), args=["--control-socket", path])
+    assert os.stat(path).st_gid == 0
+    status, out, err, _pid = run_as(NOBODY.pw_uid, NOBODY.pw_gid,
+                                    ["--socket", path, "status"])
+    assert status == 4 and out == ""
+    assert "usermod -aG root" not in err
+    assert f"the control socket {path}: only root may use it (there is no lanchat group" in err
+    assert "sudo groupadd --system lanchat" in err
 
 
 @needs_root
@@ -307,7 +310,11 @@ def test_garbage_and_oversized_requests_while_clients_chat(daemon: Daemon) -> No
     bob.close()
 
 
-def test_many_control_connections_at_once_and_a_limit(daemon: Daemon) -> None:
+def test_many_control_connections_at_once_and_the_administrator_still_gets_in(
+        daemon: Daemon) -> None:
+    """Issue 11: 128 connections that say nothing used to lock the administrator out
+    until their timeouts; now the newcomer takes the place of the one silent longest
+    (one that never said hello before one that did)."""
     assert daemon.control
     conns = [Raw(daemon.control) for _ in range(100)]
     for conn in conns:
@@ -319,17 +326,51 @@ def test_many_control_connections_at_once_and_a_limit(daemon: Daemon) -> None:
         assert status is not None and status["id"] == 2
     assert status["result"]["control_connections"] == 100
 
-    conns += [Raw(daemon.control) for _ in range(28)]  # 128: the most served at once
-    busy = ctl(daemon, "status")
-    assert busy.status == 3
-    assert "lanchatd already serves 128 control connections; try again when some have " \
-           "closed." in busy.err
-    for conn in conns:
+    # 128: every place taken.  The daemon accepts in order, so these are in before the
+    # administrator's connection is.
+    silent = [Raw(daemon.control) for _ in range(28)]
+    admin = ctl(daemon, "status")  # at once, not after control_hello_timeout
+    assert admin.status == 0, admin.err
+    assert "Clients:" in admin.out
+    told = silent[0].reply()  # the oldest of those that never said hello
+    assert told is not None and told["error"]["name"] == "idle_timeout"
+    assert "the one silent longest makes room" in told["error"]["message"]
+    closed = daemon.wait_for_log(lambda e: e["event"] == "control_closed")
+    assert closed["reason"] == "idle_timeout" and "no hello" in closed["detail"]
+    conns[0].sock.settimeout(0.2)
+    with pytest.raises(socket.timeout):  # the ones that said hello keep their places
+        conns[0].reply()
+    for conn in conns + silent:
         conn.close()
-    deadline = time.monotonic() + 10
-    while (result := ctl(daemon, "status")).status != 0:
-        assert time.monotonic() < deadline, result  # the daemon sees the closes at once
-    assert "Clients:" in result.out
+
+
+def test_log_followers_take_at_most_half_the_places(start_daemon: Callable[..., Daemon]
+                                                    ) -> None:
+    """Issue 11: 128 log followers used to lock the administrator out for as long as they
+    followed; now at most half of the places follow, the next one is told busy, and the
+    administrator gets in."""
+    daemon = start_daemon("[control]\ncontrol_max_connections = 8\n")
+    assert daemon.control
+    followers = [Raw(daemon.control) for _ in range(5)]
+    for conn in followers:
+        conn.send(b'{"id":1,"cmd":"hello","versions":[1]}\n'
+                  b'{"id":2,"cmd":"log","n":0,"follow":true}\n')
+    answers = []
+    for conn in followers:
+        assert conn.reply() is not None  # hello
+        answers.append(conn.reply())
+    assert [a is not None and a.get("ok") for a in answers] == [True] * 4 + [False]
+    refused = answers[-1]
+    assert refused is not None and refused["error"]["name"] == "busy"
+    assert refused["error"]["message"] == (
+        "lanchatd already streams the log to 4 followers (half of control_max_connections); "
+        "try again when one has stopped.")
+    more = [Raw(daemon.control) for _ in range(4)]  # with the 4 followers: every place
+    assert ctl(daemon, "status").status == 0  # a silent one made room
+    follow = ctl(daemon, "log", "--follow", timeout=1.0)
+    assert follow.status == 3 and "already streams the log to 4 followers" in follow.err
+    for conn in followers + more:
+        conn.close()
 
 
 def test_a_log_follower_that_does_not_read_is_dropped(start_daemon: Callable[..., Daemon]
@@ -410,3 +451,93 @@ def test_a_socket_handed_over_by_systemd_is_used_and_left_in_place(tmp_path: Pat
     finally:
         daemon.kill()
         listener.close()
+
+
+# --------------------------------------------------------------------------- who may watch
+
+
+@needs_root
+def test_a_watch_group_may_look_but_not_act(start_daemon: Callable[..., Daemon],
+                                           open_dir: Path) -> None:
+    """control_group administers; control_watch_group reaches the socket through an ACL
+    (its directory closed to others, as /run/lanchatd) and may only watch."""
+    admins = grp.getgrnam("daemon").gr_gid
+    directory = open_dir / "run"
+    directory.mkdir(mode=0o750)
+    os.chown(directory, -1, admins)  # as systemd makes /run/lanchatd: 0750, group lanchat
+    path = str(directory / "control.sock")
+    daemon = start_daemon('[control]\ncontrol_group = "daemon"\n'
+                          'control_watch_group = "nogroup"\n', args=["--control-socket", path])
+    assert "group" not in daemon.stderr()
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o750  # the ACL adds, hides nothing
+    watcher = NOBODY.pw_uid, grp.getgrnam("nogroup").gr_gid
+    for command in (["status"], ["rooms"], ["users"], ["log", "-n", "3"]):
+        status, out, err, _pid = run_as(*watcher, ["--socket", path, *command])
+        assert status == 0, (command, err)
+    status, out, err, _pid = run_as(*watcher, ["--socket", path, "standby"])
+    assert status == 4 and out == ""
+    assert err == (f"lanchatctl: uid={NOBODY.pw_uid}(nobody) may watch lanchatd (status, "
+                   "rooms, users, log) but not set_state: that takes membership of group "
+                   "daemon.\n")
+    status, out, _err, _pid = run_as(*watcher, ["--socket", path, "--json", "kick", "1", "x"])
+    assert status == 4 and json.loads(out)["error"]["name"] == "watch_only"
+    assert ok(daemon, "status", "--json").json()["state"] == "active"
+    status, _out, err, _pid = run_as(NOBODY.pw_uid, admins, ["--socket", path, "standby"])
+    assert status == 0, err  # a member of control_group administers
+    assert ok(daemon, "status", "--json").json()["state"] == "standby"
+    outsider = NOBODY.pw_uid, grp.getgrnam("nogroup").gr_gid + 1000
+    status, _out, err, _pid = run_as(*outsider, ["--socket", path, "status"])
+    assert status == 4 and "permission denied" in err
+
+
+def _connects_as(uid: int, gid: int, path: str) -> str:
+    """Try to connect to ``path`` from a child that is uid:gid (no other groups):
+    "ok", or the error's name."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        outcome = "?"
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect(path)
+            outcome = "ok"
+        except OSError as exc:
+            outcome = type(exc).__name__
+        finally:
+            os.write(write_end, outcome.encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        outcome = reader.read().decode()
+    os.waitpid(pid, 0)
+    return outcome
+
+
+@needs_root
+def test_an_ordinary_users_socket_is_not_shared_with_its_group(
+        open_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11: run as an ordinary user, the socket was 0660 with that user's primary
+    group, and another member of the group stopped the server.  Now it is 0600."""
+    from lanchatd import control
+
+    system_path = str(open_dir / "system.sock")
+    system = control.open_control_socket(system_path, "lanchat-test-no-such-group")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as an ordinary user's daemon
+    user_path = str(open_dir / "user.sock")
+    user = control.open_control_socket(user_path, "lanchat")
+    monkeypatch.undo()
+    try:
+        assert stat.S_IMODE(os.stat(system_path).st_mode) == 0o660
+        st = os.stat(user_path)
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_gid == os.getgid()
+        # Another member of the file's group: let in by a system daemon's socket (its
+        # group's, and root's group here), kept out of an ordinary user's.
+        assert _connects_as(4242, st.st_gid, system_path) == "ok"
+        assert _connects_as(4242, st.st_gid, user_path) == "PermissionError"
+    finally:
+        system.close()
+        user.close()
