@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -33,3 +35,12 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 def daemon(start_daemon: Callable[..., Daemon]) -> Daemon:
     """A daemon with the built-in defaults (on port 0, temporary paths)."""
     return start_daemon()
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory anyone may traverse (pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="lanchatctl-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,6 +1,6 @@
 """Start the real daemon and talk to it over loopback, for the integration tests.
 
-``Daemon`` starts ``python -m lanchatd`` on port 0 (TCP and UDP) with a temporary
+``Daemon`` starts ``python -m lanchatd`` on port 0 (TCP chat, UDP, TCP web) with a temporary
 state directory, log file and control socket, and waits for its readiness line (never
 for a fixed sleep).  ``TextClient`` and ``JsonClient`` are small blocking clients with
 timeouts, enough to act as people in a room.
@@ -14,6 +14,7 @@ import os
 import selectors
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -31,8 +32,20 @@ class DaemonError(RuntimeError):
 
 
 def _parse_addr(text: str) -> tuple[str, int]:
+    """An address of the readiness line as one to send to: a socket bound to every
+    interface (0.0.0.0, or [::], the dual-stack default) is reached on loopback."""
     host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
+    host = host.strip("[]")
+    return ("127.0.0.1" if host in ("0.0.0.0", "::") else host), int(port)
+
+
+def as_if_at_a_terminal() -> None:
+    """For a child that a test interrupts as a person would (Ctrl-C, SIGINT): start it
+    with SIGINT's default disposition.  A test run started with SIGINT ignored (nohup,
+    ``cmd &`` in a script) would otherwise pass SIG_IGN on across exec, and Python then
+    never raises KeyboardInterrupt in the child.  For ``preexec_fn`` and forked children.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def env_with_repo(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -49,6 +62,25 @@ def env_with_repo(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: The PIN length the tests' daemons allow unless a test sets its own: four digits, so
+#: that PINs such as "1234" read as PINs in the tests.  The shipped default is six
+#: (tests/test_config.py and the replays of docs/protocol.md check it).
+TEST_PIN_MIN = 4
+
+
+def with_short_pins(config: str) -> str:
+    """``config`` (TOML text) with ``pin_min_length = TEST_PIN_MIN`` in its [rooms]
+    section, unless it sets a PIN length itself."""
+    if "pin_min_length" in config:
+        return config
+    line = f"pin_min_length = {TEST_PIN_MIN}\n"
+    if "[rooms]\n" in config:
+        return config.replace("[rooms]\n", "[rooms]\n" + line, 1)
+    if config and not config.endswith("\n"):
+        config += "\n"
+    return config + "[rooms]\n" + line
+
+
 class Daemon:
     """A running lanchatd.  Use as a context manager, or call start()/stop()."""
 
@@ -60,14 +92,16 @@ class Daemon:
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.config_path = self.tmp / "lanchatd.toml"
-        self.config_path.write_text(config)
+        self.config_path.write_text(with_short_pins(config))
         self.log_file = self.tmp / "log" / "activity.log"
         self.state_dir = self.tmp / "state"
         self.control_path = self.tmp / "control.sock"
         self.args = [
             "--config", str(self.config_path), "--host", host, "--port", "0",
-            "--discovery-port", "0", "--log-file", str(self.log_file),
+            "--discovery-port", "0", "--tls-port", "0", "--log-file", str(self.log_file),
             "--state-dir", str(self.state_dir), "--control-socket", str(self.control_path),
+            # The browser client's port too, unless the test turns it off.
+            *([] if "--no-http" in (args or []) else ["--http-port", "0"]),
             *(args or []),
         ]
         self.env = env_with_repo(env)
@@ -78,6 +112,10 @@ class Daemon:
         self.tcp: tuple[str, int] = ("", 0)
         self.udp: tuple[str, int] = ("", 0)
         self.control: str | None = None
+        self.tls: tuple[str, int] | None = None  # the TLS chat address, when served
+        self.fingerprint: str | None = None  # of the TLS key
+        self.http: tuple[str, int] | None = None  # the web port, when served
+        self.page: str | None = None  # the page's address from the readiness line
         self.stderr_path = self.tmp / "stderr.txt"
         self._stderr = None
 
@@ -90,9 +128,15 @@ class Daemon:
         )
         self.ready_line = self._read_ready()
         fields = dict(part.split("=", 1) for part in self.ready_line.split()[2:])
-        self.tcp = _parse_addr(fields["tcp"])
+        # tcp= is absent with the plain port turned off; tls= and fingerprint= come
+        # with TLS.
+        self.tcp = _parse_addr(fields["tcp"]) if "tcp" in fields else ("", 0)
         self.udp = _parse_addr(fields["udp"])
         self.control = fields.get("control")
+        self.tls = _parse_addr(fields["tls"]) if "tls" in fields else None
+        self.fingerprint = fields.get("fingerprint")
+        self.http = _parse_addr(fields["http"]) if "http" in fields else None
+        self.page = fields.get("page")
         return self
 
     def _read_ready(self) -> str:
@@ -198,9 +242,17 @@ class Daemon:
 class LineClient:
     """A blocking line-oriented TCP client with timeouts."""
 
-    def __init__(self, addr: tuple[str, int], timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.sock = socket.create_connection(addr, timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, addr: tuple[str, int], timeout: float = DEFAULT_TIMEOUT,
+                 tls: bool = False) -> None:
+        """``tls``: speak TLS (to the daemon's TLS port), trusting any key."""
+        sock = socket.create_connection(addr, timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            sock = context.wrap_socket(sock)
+        self.sock = sock
         self.timeout = timeout
         self.buf = b""
         self.closed = False
@@ -280,7 +332,45 @@ class TextClient(LineClient):
         return self.read_until(lambda s: s.startswith("* You are in room"))
 
 
-class JsonClient(LineClient):
+class JsonEvents:
+    """What every test member speaking the JSON protocol does the same way, whatever
+    carries its lines (TCP here, WebSocket in tests/web_testing.py)."""
+
+    timeout: float
+
+    def send(self, obj: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def recv(self, timeout: float | None = None) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def closed_detail(self) -> str:
+        return "connection closed"
+
+    def recv_until(self, pred: Callable[[dict[str, Any]], bool],
+                   timeout: float | None = None) -> dict[str, Any]:
+        seen = []
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            obj = self.recv(max(0.01, deadline - time.monotonic()))
+            if obj is None:
+                raise AssertionError(f"{self.closed_detail()}; events seen: {seen}")
+            if pred(obj):
+                return obj
+            seen.append(obj)
+
+    def recv_type(self, kind: str, timeout: float | None = None) -> dict[str, Any]:
+        return self.recv_until(lambda o: o.get("type") == kind, timeout)
+
+    def join(self, pin: str, name: str) -> dict[str, Any]:
+        self.send({"type": "join", "pin": pin, "name": name})
+        return self.recv_until(lambda o: o["type"] in ("joined", "error"))
+
+    def say(self, text: str) -> None:
+        self.send({"type": "say", "text": text})
+
+
+class JsonClient(JsonEvents, LineClient):
     """A program speaking the JSON protocol."""
 
     def __init__(self, addr: tuple[str, int], hello: bool = True, **kw: Any) -> None:
@@ -298,27 +388,6 @@ class JsonClient(LineClient):
         line = self.read_line(timeout)
         return None if line is None else json.loads(line)
 
-    def recv_until(self, pred: Callable[[dict[str, Any]], bool],
-                   timeout: float | None = None) -> dict[str, Any]:
-        seen = []
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            obj = self.recv(max(0.01, deadline - time.monotonic()))
-            if obj is None:
-                raise AssertionError(f"connection closed; events seen: {seen}")
-            if pred(obj):
-                return obj
-            seen.append(obj)
-
-    def recv_type(self, kind: str, timeout: float | None = None) -> dict[str, Any]:
-        return self.recv_until(lambda o: o.get("type") == kind, timeout)
-
-    def join(self, pin: str, name: str) -> dict[str, Any]:
-        self.send({"type": "join", "pin": pin, "name": name})
-        return self.recv_until(lambda o: o["type"] in ("joined", "error"))
-
-    def say(self, text: str) -> None:
-        self.send({"type": "say", "text": text})
 
 
 def udp_query(addr: tuple[str, int], payload: bytes, timeout: float = 2.0,

@@ -3,7 +3,8 @@
 Small sizes and no speed thresholds: what is checked is what the full benchmark checks
 for correctness.  Every receiver gets every message exactly once and in order (the
 room's seq and each sender's own counter), every client joins and sees every other
-member of its room, and the bare relay baseline still works.
+member of its room, and both references still work: the bare relay and ngIRCd (Debian's
+``ngircd``, which CI installs; without it these tests fail and say so).
 """
 
 from __future__ import annotations
@@ -26,13 +27,23 @@ def _nofile() -> None:
     servers.raise_nofile(4096)
 
 
-@pytest.fixture(params=["lanchatd", "relay"])
-def server(request: Any, tmp_path: Path) -> Iterator[servers.Server]:
-    started = servers.start_server(request.param, tmp_path / request.param)
+def _serve(kind: str, tmp_path: Path) -> Iterator[servers.Server]:
+    started = servers.start_server(kind, tmp_path / kind)
     try:
         yield started
     finally:
         started.stop()
+
+
+@pytest.fixture(params=["lanchatd", "relay", "ngircd"])
+def server(request: Any, tmp_path: Path) -> Iterator[servers.Server]:
+    yield from _serve(request.param, tmp_path)
+
+
+@pytest.fixture(params=["lanchatd", "relay"])
+def udp_server(request: Any, tmp_path: Path) -> Iterator[servers.Server]:
+    """A server with discovery (an IRC server has none)."""
+    yield from _serve(request.param, tmp_path)
 
 
 def assert_clean(figures: dict[str, Any]) -> None:
@@ -57,15 +68,17 @@ def test_fanout_checks_streams_it_did_not_store(server: servers.Server) -> None:
     assert figures["receivers_checked_line_by_line"] == 2  # one per process
 
 
-def test_small_rooms_each_room_gets_only_its_own_messages(tmp_path: Path) -> None:
-    # lanchatd only: the relay has no rooms, everyone gets every line.
-    server = servers.start_server("lanchatd", tmp_path / "lanchatd")
+@pytest.mark.parametrize("kind", ["lanchatd", "ngircd"])
+def test_small_rooms_each_room_gets_only_its_own_messages(tmp_path: Path, kind: str) -> None:
+    # The relay has no rooms: everyone gets every line.
+    server = servers.start_server(kind, tmp_path / kind)
     try:
-        figures = measures.small_rooms(server, rooms=5, messages=100, procs=2, timeout=60)
+        figures = measures.small_rooms(server, rooms=5, messages=100, senders=4,
+                                       receivers=2, procs=2, timeout=60)
     finally:
         server.stop()
     assert_clean(figures)
-    assert figures["deliveries"] == 5 * 2 * 100
+    assert figures["deliveries"] == 5 * 2 * 4 * 100
 
 
 def test_connections_every_client_joins_and_sees_its_room(server: servers.Server) -> None:
@@ -73,6 +86,8 @@ def test_connections_every_client_joins_and_sees_its_room(server: servers.Server
                                    timeout=60)
     assert_clean(figures)
     assert figures["joined"] == figures["settled"] == figures["still_connected"] == 300
+    # (CPU time comes in 10 ms ticks: 300 of the relay's joins may not fill one)
+    assert figures["server_cpu_us_per_join"] >= 0 and figures["load_cpu_us_per_join"] >= 0
 
 
 def test_latency_counts_every_paced_message(server: servers.Server) -> None:
@@ -83,8 +98,8 @@ def test_latency_counts_every_paced_message(server: servers.Server) -> None:
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
 
 
-def test_discovery_answers_both_probes(server: servers.Server) -> None:
-    figures = measures.discovery(server, probes=20, warmup=2)
+def test_discovery_answers_both_probes(udp_server: servers.Server) -> None:
+    figures = measures.discovery(udp_server, probes=20, warmup=2)
     for kind in ("json", "legacy"):
         assert figures[kind]["lost"] == figures[kind]["wrong"] == 0
         assert figures[kind]["median_ms"] > 0
@@ -158,3 +173,18 @@ def test_the_fast_message_encoder_writes_what_the_generic_one_does(
     message = chat.Message(room, seq, ts, sender, body, action, history)
     generic = (chat._dumps(message.to_dict()) + "\n").encode("utf-8", "backslashreplace")
     assert chat.encode_json(message) == generic
+
+
+@settings(max_examples=300, deadline=None)
+@given(room=_text, ts=st.floats(allow_nan=True, allow_infinity=True), sender=_text,
+       seq=st.integers(), messages=st.lists(st.tuples(_text, st.booleans()), max_size=5))
+def test_the_message_run_encoder_writes_what_encode_json_does(
+        room: str, ts: float, sender: str, seq: int, messages: list[tuple[str, bool]]
+        ) -> None:
+    # chat.message_lines formats the fields a read's messages share once (see
+    # docs/performance.md): its run must be exactly encode_json's lines, one per message.
+    encode = chat.message_lines(room, ts, sender)
+    says = [chat.trusted(chat.Say, text=body, action=action) for body, action in messages]
+    assert encode(seq, says) == b"".join(
+        chat.encode_json(chat.Message(room, seq + i, ts, sender, body, action))
+        for i, (body, action) in enumerate(messages))

@@ -8,8 +8,10 @@ and the clients it plays.  A worker and the coordinator talk over a pipe:
 1. the worker connects its clients and brings each to the point the job needs (for
    lanchatd: greeting, ``hello``, ``welcome``, ``join``, ``joined``, and, when the
    client must *settle*, the presence of every other member of its room, so that
-   nothing but the measured traffic is in flight when the measure starts; for the
-   relay: its one greeting line), then says ``ready``;
+   nothing but the measured traffic is in flight when the measure starts; for ngIRCd
+   (mode ``irc``): ``NICK`` and ``USER``, the welcome numeric 001, ``JOIN #PIN``, the end
+   of the channel's names (366) and, to settle, the ``JOIN`` of every other member; for
+   the relay: its one greeting line), then says ``ready``;
 2. on ``go`` it does its role: *send* (as fast as TCP flow control allows), *pace*
    (one message every 1/rate seconds, a timestamp in each), *receive* (count, check and
    time what arrives) or *hold* (idle clients that answer keep-alive pings; with
@@ -20,15 +22,17 @@ Every loop is bounded by a deadline and every client count is fixed in the job. 
 sockets are non-blocking and one selector per worker drives them, the pipe included.
 
 Payload: each message's text starts ``bench SSS CCCCCCC`` (sender number, the sender's
-own counter from 0) and is padded to the message size.
+own counter from 0) and is padded to the message size.  To ngIRCd it is sent as
+``PRIVMSG #PIN :text``; a room is the channel ``#PIN`` and a name ``NAME_PIN`` (IRC nicks
+are unique on the server, lanchat names only in their room).
 
-Checking a throughput stream: a receiver counts occurrences of ``MARK`` in its complete
-lines (a C-speed ``bytes.count``) and folds them into a CRC-32.  The receiver that
-*stores* its stream (one per room and process, or all with ``store_all``) parses every
-line afterwards and checks that the room's ``seq`` runs 1, 2, 3... and every sender's
-counter 0, 1, 2..., with nothing missing or twice.  Every other receiver of the room
-must then show the same count and the same CRC: it got the very same lines in the same
-order.
+Checking a throughput stream: a receiver counts occurrences of its mode's mark
+(``MARKS``) in its complete lines (a C-speed ``bytes.count``) and folds them into a
+CRC-32.  The receiver that *stores* its stream (one per room and process, or all with
+``store_all``) parses every line afterwards and checks that the room's ``seq`` runs 1, 2,
+3... (lanchatd) and every sender's counter 0, 1, 2..., with nothing missing or twice.
+Every other receiver of the room must then show the same count and the same CRC: it got
+the very same lines in the same order.
 
 Latency: paced messages add ``tNNN`` (``time.time_ns()`` when sent), and the receiver
 takes the kernel's arrival stamp of the line's last segment (``SO_TIMESTAMPNS``, the
@@ -63,8 +67,12 @@ WRITE = selectors.EVENT_WRITE
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC = struct.Struct("@ll")
 MARK = b'"text":"bench '
-_MARK_TAIL = len(MARK) - 1  # bytes of a read kept to find a MARK cut across two reads
+# Where a message's text starts, per mode: the JSON field, or an IRC line's trailing
+# parameter (``:nick!user@host PRIVMSG #PIN :bench ...``).
+MARKS = {"lanchat": MARK, "relay": MARK, "irc": b" :bench "}
 RECV_SIZE = 262144
+# A client's hello, encoded once (what ``Client.send_line`` makes of it).
+HELLO_LINE = b'{"type":"hello","versions":[1],"client":"bench"}\n'
 SEND_SLICE = 262144
 
 # client states
@@ -77,13 +85,16 @@ class Client:
     """One simulated person: a non-blocking socket and where it is in the handshake."""
 
     __slots__ = ("buf", "carry", "count", "crc", "done_at", "error", "finishing",
-                 "joined_at", "lat", "members", "mode", "name", "nbytes", "next_counter",
-                 "order_errors", "parts", "pin", "presence", "sock", "state", "store",
-                 "total")
+                 "joined_at", "lat", "mark", "members", "mode", "name", "nbytes",
+                 "next_counter", "nick", "oper", "order_errors", "parts", "pin", "presence",
+                 "sock", "state", "store", "total")
 
-    def __init__(self, spec: Spec, mode: str) -> None:
+    def __init__(self, spec: Spec, mode: str, oper: bool = False) -> None:
         self.pin, self.name, self.total = spec
         self.mode = mode
+        self.oper = oper
+        self.mark = MARKS[mode]
+        self.nick = irc_nick(self.name, self.pin)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -125,10 +136,22 @@ class Client:
         if sent != len(data):
             self.fail("send: short write during the handshake")
 
+    def send_raw(self, data: bytes) -> None:
+        try:
+            sent = self.sock.send(data)
+        except OSError as exc:
+            self.fail(f"send: {exc}")
+            return
+        if sent != len(data):
+            self.fail("send: short write during the handshake")
+
     def on_connected(self) -> None:
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             self.fail(f"connect: {errno.errorcode.get(err, err)}")
+        elif self.mode == "irc":  # an IRC server greets only once it knows who we are
+            self.state = WELCOME
+            self.send_raw(f"NICK {self.nick}\r\nUSER {self.nick} 0 * :bench\r\n".encode())
         else:
             self.state = GREETING
 
@@ -146,17 +169,27 @@ class Client:
             self.on_line(line.rstrip(b"\r"))
 
     def on_line(self, line: bytes) -> None:
+        if self.mode == "irc":
+            self.on_irc_line(line)
+            return
         if self.state == GREETING:
             if self.mode == "relay":
                 self.state = READY if line == b"relay" else FAILED
                 self.joined_at = time.monotonic()
             elif line.startswith(b"LANCHAT/1 ready"):
                 self.state = WELCOME
-                self.send_line({"type": "hello", "versions": [1], "client": "bench"})
+                self.send_raw(HELLO_LINE)
             else:
                 self.fail(f"greeting: {line[:200]!r}")
             return
         if not line:
+            return
+        if (self.state == SETTLING and line.startswith(b'{"type":"presence"')
+                and line.endswith(b'"event":"join"}')):
+            # The lines a settling client waits for, most of a join's lines: counted
+            # without a JSON parse (the generator shares the CPUs with the server).
+            self.presence += 1
+            self.settled()
             return
         obj = json.loads(line)
         kind = obj.get("type")
@@ -174,6 +207,39 @@ class Client:
             self.presence += 1
             self.settled()
 
+    def on_irc_line(self, line: bytes) -> None:
+        """One line from ngIRCd during the handshake: ``:prefix COMMAND params``."""
+        parts = line.split(b" ", 3)
+        if line.startswith(b"PING "):
+            self.send_raw(b"PONG " + line[5:] + b"\r\n")
+            return
+        if len(parts) < 2:
+            return
+        command = parts[1]
+        error_numeric = command[:1] in (b"4", b"5") and command.isdigit()
+        if error_numeric or line.startswith(b"ERROR "):
+            self.fail(f"irc: {line[:200]!r}")
+        elif self.state == WELCOME and command == b"001":
+            if self.oper:  # a sender: an IRC operator, so that it can set user mode F
+                self.send_raw(f"OPER {NGIRCD_OPER} {NGIRCD_OPER}\r\n".encode())
+            else:
+                self.state = JOINING
+                self.send_raw(f"JOIN #{self.pin}\r\n".encode())
+        elif self.state == WELCOME and command == b"381":  # "you are now an operator"
+            # User mode F lifts ngIRCd's flood protection for this client: 10 commands
+            # per pass of its loop instead of 3, and no throttling when more are waiting.
+            self.state = JOINING
+            self.send_raw(f"MODE {self.nick} +F\r\nJOIN #{self.pin}\r\n".encode())
+        elif self.state == JOINING and command == b"353":  # the channel's names
+            self.members += len(line.rpartition(b" :")[2].split())
+        elif self.state == JOINING and command == b"366":  # end of the names
+            self.joined_at = time.monotonic()
+            self.state = SETTLING if self.total else READY
+            self.settled()
+        elif self.state == SETTLING and command == b"JOIN":
+            self.presence += 1
+            self.settled()
+
     def settled(self) -> None:
         if self.state == SETTLING and self.members + self.presence >= self.total:
             self.state = READY
@@ -183,24 +249,28 @@ class Client:
 
 
 def establish(sel: selectors.BaseSelector, specs: Sequence[Spec], addr: tuple[str, int],
-              mode: str, window: int, deadline: float) -> list[Client]:
-    """Connect a client per spec, at most ``window`` in the handshake at once.
+              mode: str, window: int, deadline: float, oper: bool = False) -> list[Client]:
+    """Connect a client per spec, at most ``window`` of them connecting or joining at
+    once (one that has joined and waits for the rest of its room leaves the window);
+    for an IRC server, as operators with ``oper``.
 
     Returns the clients (READY, or FAILED with a reason), registered for reading.
     """
     todo: deque[Spec] = deque(specs)
     clients: list[Client] = []
-    busy = 0
-    while (todo or busy) and time.monotonic() < deadline:
-        while todo and busy < window:
-            client = Client(todo.popleft(), mode)
+    joining: set[Client] = set()  # in the window
+    unready = 0
+    while (todo or unready) and time.monotonic() < deadline:
+        while todo and len(joining) < window:
+            client = Client(todo.popleft(), mode, oper)
             clients.append(client)
             client.start(addr)
             if client.state == FAILED:
                 client.close()
                 continue
             sel.register(client.sock, WRITE, client)
-            busy += 1
+            joining.add(client)
+            unready += 1
         for key, _mask in sel.select(max(0.0, min(1.0, deadline - time.monotonic()))):
             client = key.data
             if client is None:
@@ -221,8 +291,10 @@ def establish(sel: selectors.BaseSelector, specs: Sequence[Spec], addr: tuple[st
                     client.fail(f"recv: {exc}")
                 else:
                     client.on_data(data)
+            if client.state >= SETTLING:
+                joining.discard(client)
             if client.state >= READY:
-                busy -= 1
+                unready -= 1
                 if client.state == FAILED:
                     sel.unregister(client.sock)
                     client.close()
@@ -260,6 +332,15 @@ def payload_text(sender: int, counter: int, size: int, stamp: int | None = None)
     return head + "x" * max(0, size - len(head))
 
 
+# The IRC operator account (name and password) of the benchmark's ngIRCd configuration.
+NGIRCD_OPER = "bench"
+
+
+def irc_nick(name: str, pin: str) -> str:
+    """A member's IRC nick: unique on the server, as lanchat names are in their room."""
+    return f"{name}_{pin}"
+
+
 def say_line(text: str) -> bytes:
     return b'{"type":"say","text":"' + text.encode() + b'"}\n'
 
@@ -267,14 +348,17 @@ def say_line(text: str) -> bytes:
 def wire_line(mode: str, client: Client, text: str, counter: int) -> bytes:
     """What a sender writes: a ``say`` to lanchatd.  The relay forwards lines as they
     come, so it is sent the line a lanchatd member would receive for the same say (a
-    ``message`` with room, seq, ts and from): both servers then deliver the same bytes."""
+    ``message`` with room, seq, ts and from): both servers then deliver the same bytes.
+    To an IRC server it is a ``PRIVMSG`` to the room's channel."""
+    if mode == "irc":
+        return f"PRIVMSG #{client.pin} :{text}\r\n".encode()
     if mode != "relay":
         return say_line(text)
     return (f'{{"type":"message","room":"{client.pin}","seq":{counter + 1},'
             f'"ts":{time.time():.3f},"from":"{client.name}","text":"{text}"}}\n').encode()
 
 
-_BENCH_TEXT = re.compile(rb'"text":"bench (\d+) (\d+) (?:t(\d+) )?')
+_BENCH_TEXT = re.compile(rb'(?:"text":"| :)bench (\d+) (\d+) (?:t(\d+) )?')
 
 
 # ----------------------------------------------------------------------------- roles
@@ -313,7 +397,8 @@ def _cpu() -> float:
 def _setup(pipe: Any, job: Job, deadline: float
            ) -> tuple[selectors.BaseSelector, list[Client]]:
     sel = selectors.DefaultSelector()
-    clients = establish(sel, job.specs, job.addr, job.mode, job.window, deadline)
+    clients = establish(sel, job.specs, job.addr, job.mode, job.window, deadline,
+                        oper=job.role in ("send", "pace"))
     sel.register(pipe.fileno(), READ, None)
     return sel, clients
 
@@ -422,9 +507,11 @@ def _take(client: Client, data: bytes, expected: int) -> bool:
             end = nl + 1
             client.finishing = False
     else:
-        client.count += (client.carry + data[:_MARK_TAIL]).count(MARK) + data.count(MARK)
+        mark = client.mark
+        tail = len(mark) - 1  # bytes of a read kept to find a mark cut across two reads
+        client.count += (client.carry + data[:tail]).count(mark) + data.count(mark)
         if client.count >= expected:
-            last = data.rfind(MARK)
+            last = data.rfind(mark)
             nl = data.find(b"\n", max(last, 0))
             if nl >= 0:
                 end = nl + 1
@@ -432,8 +519,8 @@ def _take(client: Client, data: bytes, expected: int) -> bool:
                 client.finishing = True
     if end < len(data):
         data = data[:end]
-    client.carry = (client.carry + data)[-_MARK_TAIL:] if len(data) < _MARK_TAIL \
-        else data[-_MARK_TAIL:]
+    tail = len(client.mark) - 1
+    client.carry = (client.carry + data)[-tail:] if len(data) < tail else data[-tail:]
     client.nbytes += end
     client.crc = zlib.crc32(data, client.crc)
     if client.store:
@@ -494,8 +581,11 @@ def verify_stream(stream: bytes, pin: str, senders: Sequence[str], messages: int
 
     ``senders`` are the names of the room's senders (sender number i is ``senders[i]``);
     each sent ``messages`` messages numbered from 0.  For lanchatd, the room's ``seq``
-    must also run 1, 2, 3... and each message carry its room, ``ts`` and ``from``.
+    must also run 1, 2, 3... and each message carry its room, ``ts`` and ``from``; for an
+    IRC server each must be a ``PRIVMSG`` to the room's channel from the sender's nick
+    (IRC has no sequence number).
     """
+    mark = MARKS[mode]
     seen = set()
     received = 0
     order_errors = 0
@@ -503,17 +593,29 @@ def verify_stream(stream: bytes, pin: str, senders: Sequence[str], messages: int
     next_counter = [0] * len(senders)
     last_seq = 0
     for line in stream.splitlines():
-        if MARK not in line:
+        if mark not in line:
             continue
-        obj = json.loads(line)
-        text = obj.get("text", "")
+        if mode == "irc":
+            prefix, _, rest = line.partition(b" PRIVMSG ")
+            target, _, body = rest.partition(b" :")
+            text = body.decode("utf-8", "replace")
+            nick = prefix[1:].partition(b"!")[0].decode("utf-8", "replace")
+            obj = {"type": "message", "room": target[1:].decode("utf-8", "replace"),
+                   "from": nick.rpartition("_")[0] if nick.endswith(f"_{pin}") else nick}
+        else:
+            obj = json.loads(line)
+            text = obj.get("text", "")
         parts = text.split(" ")
         try:
             sender, counter = int(parts[1]), int(parts[2])
         except (IndexError, ValueError):
             malformed += 1
             continue
-        if mode != "relay":
+        if mode == "irc" and (obj["room"] != pin or not 0 <= sender < len(senders)
+                              or obj["from"] != senders[sender]):
+            malformed += 1
+            continue
+        if mode == "lanchat":
             if (obj.get("type") != "message" or obj.get("room") != pin
                     or not isinstance(obj.get("ts"), (int, float))
                     or not 0 <= sender < len(senders) or obj.get("from") != senders[sender]):
@@ -653,6 +755,7 @@ def _role_hold(pipe: Any, job: Job) -> None:
     if job.params.get("connect_on_go"):
         pipe.send(("ready", {}))
         _wait_go(pipe, deadline)
+        cpu0 = _cpu()
         sel = selectors.DefaultSelector()
         clients = establish(sel, job.specs, job.addr, job.mode, job.window, deadline)
         sel.register(pipe.fileno(), READ, None)
@@ -660,7 +763,7 @@ def _role_hold(pipe: Any, job: Job) -> None:
         pipe.send(("joined", {
             "first": min(joined, default=0.0), "last": max(joined, default=0.0),
             "joined": len(joined), "ready": sum(c.state == READY for c in clients),
-            "failures": _failures(clients),
+            "failures": _failures(clients), "cpu": _cpu() - cpu0,
         }))
     else:
         sel, clients = _setup(pipe, job, deadline)
@@ -687,10 +790,13 @@ def _role_hold(pipe: Any, job: Job) -> None:
             cut = data.rfind(b"\n") + 1
             client.buf = data[cut:]
             for line in data[:cut].splitlines():
-                if b'"type":"ping"' in line:
+                if line.startswith(b"PING "):
+                    client.send_raw(b"PONG " + line[5:] + b"\r\n")
+                elif b'"type":"ping"' in line:
                     token = json.loads(line).get("token", "")
                     client.send_line({"type": "pong", "token": token})
-                elif b'"type":"presence"' in line and b'"event":"join"' in line:
+                elif ((b'"type":"presence"' in line and b'"event":"join"' in line)
+                      or (client.mode == "irc" and b" JOIN " in line)):
                     extra_presence += 1  # after settling, no more joins are expected
     for client in clients:
         client.close()
