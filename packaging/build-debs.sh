@@ -10,8 +10,9 @@
 # tree.  The version comes from lanchat/__init__.py.  Missing build dependencies
 # are installed with apt-get when run as root; otherwise the script names them.
 #
-# OUTDIR receives lanchat_VERSION_all.deb, lanchatd_VERSION_all.deb, the source
-# package (.dsc, .tar.xz), .buildinfo, .changes and lintian.txt.
+# OUTDIR receives lanchat_VERSION-REV_all.deb, lanchatd_VERSION-REV_all.deb, the
+# source package (.dsc, .orig.tar.xz, .debian.tar.xz), .buildinfo, .changes and
+# lintian.txt.
 set -euo pipefail
 
 die() { echo "build-debs: $*" >&2; exit 1; }
@@ -28,7 +29,7 @@ out=$(cd "$1" && pwd)
 
 build_deps=(
     debhelper dh-python dpkg-dev pybuild-plugin-pyproject python3-all
-    python3-platformdirs python3-setuptools lintian git
+    python3-platformdirs python3-pytest python3-setuptools lintian git
 )
 missing=()
 for pkg in "${build_deps[@]}"; do
@@ -48,15 +49,21 @@ fi
 version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$repo/lanchat/__init__.py")
 [ -n "$version" ] || die "no __version__ in lanchat/__init__.py"
 deb_version=$(dpkg-parsechangelog -l "$repo/packaging/debian/changelog" -S Version)
-# A native package: the Debian version is the project's version, nothing added.
-[ "$deb_version" = "$version" ] || die "packaging/debian/changelog is at $deb_version but" \
-    "lanchat/__init__.py says $version: add a changelog entry (dch -v $version)"
+# Not a native package: the Debian version is the project's version and a Debian
+# revision (0.1.0-1), so that a packaging fix is a new revision of the same release.
+[ "${deb_version%-*}" = "$version" ] && [ "${deb_version##*-}" != "$deb_version" ] \
+    || die "packaging/debian/changelog is at $deb_version but lanchat/__init__.py says" \
+    "$version: add a changelog entry (dch -v $version-1)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/lanchat-debs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 src="$work/lanchat-$version"
 mkdir "$src"
 "$repo/packaging/export-tree.sh" $worktree "$src"
+# The upstream tarball is the release's source tree, as git holds it; the Debian
+# packaging goes beside it as debian/ (in lanchat_$deb_version.debian.tar.xz).
+tar -C "$work" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 \
+    -cJf "$work/lanchat_$version.orig.tar.xz" "lanchat-$version"
 cp -a "$src/packaging/debian" "$src/debian"
 
 echo "build-debs: building lanchat $version in $src" >&2
@@ -66,8 +73,8 @@ echo "build-debs: building lanchat $version in $src" >&2
     dpkg-buildpackage -us -uc --build=full) >"$work/build.log" 2>&1 \
     || { tail -n 60 "$work/build.log" >&2; die "dpkg-buildpackage failed (log above)"; }
 
-changes="$work/lanchat_${version}_amd64.changes"
-[ -f "$changes" ] || changes=$(ls "$work"/lanchat_"$version"_*.changes)
+changes="$work/lanchat_${deb_version}_amd64.changes"
+[ -f "$changes" ] || changes=$(ls "$work"/lanchat_"$deb_version"_*.changes)
 for f in $(sed -n '/^Files:/,/^[^ ]/s/^ [0-9a-f]\{32\} [0-9]* [^ ]* [^ ]* //p' "$changes") \
         "$(basename "$changes")"; do
     cp "$work/$f" "$out/"

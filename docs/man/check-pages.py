@@ -28,6 +28,8 @@ PAGES = {
     "lanchatctl.8": "lanchatctl.cli",
     "lanchat.1": "lanchat.cli",
 }
+# Commands whose parser is separate from their page's main one (``lanchat doctor``).
+MORE_PARSERS = {"lanchat.1": ["lanchat.client.doctor"]}
 
 
 def words(parser: argparse.ArgumentParser, where: str = "") -> Iterator[tuple[str, str]]:
@@ -55,11 +57,12 @@ def main() -> int:
     problems: list[str] = []
     for page, module in PAGES.items():
         text = page_text(HERE / page)
-        parser = importlib.import_module(module).build_parser()
-        for word, origin in words(parser):
-            pattern = r"(?<![\w-])" + re.escape(word) + r"(?![\w-])"
-            if re.search(pattern, text) is None:
-                problems.append(f"{page}: does not mention {origin}")
+        for name in [module, *MORE_PARSERS.get(page, [])]:
+            parser = importlib.import_module(name).build_parser()
+            for word, origin in words(parser):
+                pattern = r"(?<![\w-])" + re.escape(word) + r"(?![\w-])"
+                if re.search(pattern, text) is None:
+                    problems.append(f"{page}: does not mention {origin}")
     for page in [*PAGES, "lanchatd.toml.5"]:
         header = (HERE / page).read_text(encoding="utf-8").splitlines()[0]
         if f'"lanchat {__version__}"' not in header:

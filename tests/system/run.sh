@@ -25,7 +25,8 @@ fi
 # installs those): systemd to boot, util-linux for unshare/nsenter/setpriv, iproute2
 # and procps for the checks, passwd for test users, and the lanchat packages' own
 # dependencies, because the machine's root is an overlay of this host's /.
-needed=(systemd util-linux iproute2 procps passwd python3 python3-platformdirs)
+needed=(systemd util-linux iproute2 procps passwd python3 python3-platformdirs
+        python3-ifaddr)
 missing=()
 for pkg in "${needed[@]}"; do
     status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)

@@ -8,9 +8,11 @@ active under its own user; lanchatctl works for a member of group lanchat and is
 refused to anyone else; a client finds the daemon by (loopback) broadcast and chats,
 and so does one on another machine of a link-local LAN with its default discovery;
 a reload keeps clients connected; restart and the watchdog bring it back; stop is
-graceful; the network allow-list holds; socket activation hands over the sockets; and
-purge leaves nothing behind.  Every check prints "ok" or "FAIL" with the evidence;
-the exit status is 1 if any failed, 2 if the machine could not be made at all.
+graceful; the network allow-list holds; socket activation hands over the sockets;
+systemd-analyze verify accepts the units; the autopkgtest (debian/tests) passes; and
+purge leaves nothing behind but the system user and group.  Every check prints "ok"
+or "FAIL" with the evidence; the exit status is 1 if any failed, 2 if the machine could
+not be made at all.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from machine import Machine, MachineError
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 INSIDE = "/srv/systest/inside.py"
-PIN = "4321"
+PIN = "432100"  # six digits: the shipped pin_min_length
 # The link-local LAN between the test machine and the other machine (lan_client).
 LAN_SERVER = "169.254.88.1"
 LAN_CLIENT = "169.254.88.2"
@@ -205,10 +207,16 @@ class SystemTest:
     def run_all(self) -> int:
         with self.check("dpkg -i installs both packages, enables and starts lanchatd"):
             self.install()
+        with self.check("systemd-analyze verify accepts the installed units"):
+            self.verify_units()
+        with self.check("the packages' files: completions, catalogues without .po"):
+            self.package_files()
         with self.check("lanchatd runs hardened as user lanchat with its directories"):
             self.service_shape()
         with self.check("lanchatctl status works for group lanchat, is refused to others"):
             self.control_access()
+        with self.check("a watch group may look (status, log) but not act"):
+            self.watch_group()
         with self.check("discovery by loopback broadcast finds the daemon"):
             self.discovery()
         with self.check("people in one room chat, rooms are isolated"):
@@ -229,7 +237,9 @@ class SystemTest:
             self.stop()
         with self.check("socket activation hands the sockets to lanchatd"):
             self.socket_activation()
-        with self.check("dpkg --purge removes the service, user, group and files"):
+        with self.check("the autopkgtest (debian/tests) passes"):
+            self.autopkgtest()
+        with self.check("dpkg --purge removes the service and its files, keeps the user"):
             self.purge()
         print(f"{len(self.failures)} check(s) failed" if self.failures else "all checks passed")
         return 1 if self.failures else 0
@@ -243,9 +253,52 @@ class SystemTest:
         self.wait_ready()
         conffiles = self.m.run(["dpkg-query", "-W", "-f=${Conffiles}", "lanchatd"]).stdout
         expect("/etc/lanchat/lanchatd.toml" in conffiles, f"conffiles: {conffiles!r}")
-        for unit in ("lanchatd.socket", "lanchatd-discovery.socket", "lanchatd-control.socket"):
+        for unit in ("lanchatd.socket", "lanchatd-discovery.socket", "lanchatd-control.socket",
+                     "lanchatd-web.socket", "lanchatd-tls.socket"):
             state = self.m.run(["systemctl", "is-enabled", unit], check=False).stdout.strip()
             expect(state == "disabled", f"{unit} should be left disabled, is {state!r}")
+
+    def verify_units(self) -> None:
+        units = ["lanchatd.service", "lanchatd.socket", "lanchatd-discovery.socket",
+                 "lanchatd-control.socket"]
+        result = self.m.run(["systemd-analyze", "verify", *units], check=False)
+        said = [line for line in (result.stdout + result.stderr).splitlines()
+                if "lanchatd" in line]
+        expect(result.returncode == 0 and said == [],
+               f"systemd-analyze verify exited {result.returncode}:\n" + "\n".join(said))
+
+    def package_files(self) -> None:
+        files = self.m.run(["dpkg", "-L", "lanchat", "lanchatd"]).stdout.split()
+        for path in ("/usr/share/bash-completion/completions/lanchat",
+                     "/usr/share/bash-completion/completions/lanchatctl",
+                     "/usr/share/zsh/vendor-completions/_lanchat",
+                     "/usr/share/zsh/vendor-completions/_lanchatctl"):
+            expect(path in files, f"{path} is not installed")
+        catalogues = [f for f in files if "/locale/" in f and f.endswith((".po", ".mo"))]
+        expect(catalogues != [] and all(f.endswith(".mo") for f in catalogues),
+               f"catalogues installed: {catalogues}")
+        # bash's completion, as a person at a prompt gets it.
+        offered = self.m.run([
+            "bash", "-c", ". /usr/share/bash-completion/completions/lanchatctl; "
+            "COMP_WORDS=(lanchatctl sta); COMP_CWORD=1; _lanchatctl lanchatctl sta lanchatctl; "
+            "echo ${COMPREPLY[*]}"]).stdout.split()
+        expect(sorted(offered) == ["standby", "start", "status"], f"completion: {offered}")
+
+    def autopkgtest(self) -> None:
+        """debian/tests as autopkgtest runs them on an installed, booted system."""
+        control = (REPO / "packaging" / "debian" / "tests" / "control").read_text()
+        tests = [name for line in control.splitlines() if line.startswith("Tests:")
+                 for name in line.split(":", 1)[1].split()]
+        expect(tests != [], "debian/tests/control names no test")
+        for name in tests:
+            result = self.m.run(
+                ["sh", "-c", f"tmp=$(mktemp -d) && AUTOPKGTEST_TMP=$tmp "
+                 f"/srv/systest/autopkgtest/{name}"], check=False, timeout=180)
+            expect(result.returncode == 0,
+                   f"debian/tests/{name} exited {result.returncode}:\n"
+                   f"{result.stdout}{result.stderr}")
+            for line in result.stdout.splitlines():
+                print(f"       {name}: {line}", flush=True)
 
     def service_shape(self) -> None:
         pid = self.main_pid()
@@ -263,10 +316,15 @@ class SystemTest:
         got = open_files_limit(self.sh(f"cat /proc/{pid}/limits"))
         expect(got == ceiling, f"the daemon may open {got} files, expected {ceiling}")
         journal = self.journal()
-        ready = re.search(r"lanchatd ready tcp=\S+:5000 udp=\S+:5001 control=(\S+)", journal)
+        ready = re.search(r"lanchatd ready tcp=\S+:5000 udp=\S+:5001 http=\S+:5080 "
+                          r"page=http://\S+:5080/ tls=\S+:5443 "
+                          r"fingerprint=SHA256:[0-9a-f-]{79} control=(\S+)", journal)
         expect(ready is not None, "no readiness line in the journal")
         assert ready is not None
         expect(ready.group(1) == "/run/lanchatd/control.sock", f"control socket {ready.group(1)}")
+        # TLS by default: the key made at the first start, in the state directory, 0600.
+        key = self.sh("stat -c '%U %G %a' /var/lib/lanchatd/tls-key.pem").strip()
+        expect(key == "lanchat lanchat 600", f"TLS key: {key}")
         listing = self.sh("stat -c '%U %G %a' /run/lanchatd /var/lib/lanchatd /var/log/lanchatd")
         expect(
             listing.split("\n")[:3] == ["lanchat lanchat 750"] * 3,
@@ -299,6 +357,44 @@ class SystemTest:
             f"lanchatctl status as bob (not in group lanchat) exited {refused.returncode}: "
             f"{refused.stdout}{refused.stderr}",
         )
+
+    def watch_group(self) -> None:
+        """control_watch_group: its members watch through the same socket (an ACL on it
+        and on /run/lanchatd, roles from the peer's groups) and are refused actions."""
+        config = "/etc/lanchat/lanchatd.toml"
+        self.sh(
+            "getent group lanchat-watch >/dev/null || groupadd --system lanchat-watch; "
+            "id carol >/dev/null 2>&1 || useradd --create-home --groups lanchat-watch carol; "
+            f"cp {config} /root/lanchatd.toml.watch; "
+            f"printf '[control]\\ncontrol_watch_group = \"lanchat-watch\"\\n' > {config}; "
+            "systemctl restart lanchatd")
+        try:
+            self.wait_ready()
+            listing = self.sh("stat -c '%a %G' /run/lanchatd /run/lanchatd/control.sock")
+            expect(listing.split("\n")[:2] == ["750 lanchat", "660 lanchat"],
+                   "modes changed:\n" + listing)
+            status = self.m.run(["lanchatctl", "status"], user="carol", check=False)
+            expect(status.returncode == 0 and "active" in status.stdout,
+                   f"lanchatctl status as carol (lanchat-watch) exited {status.returncode}: "
+                   f"{status.stdout}{status.stderr}")
+            # A search reaches for the files, which are group lanchat's: the memory, and
+            # a sentence why no more.
+            log = self.m.run(["lanchatctl", "log", "--event", "start"], user="carol",
+                             check=False)
+            expect(log.returncode == 0 and " start " in log.stdout
+                   and "cannot be read: Permission denied" in log.stderr,
+                   f"lanchatctl log as carol: {log.returncode} {log.stdout}{log.stderr}")
+            refused = self.m.run(["lanchatctl", "standby"], user="carol", check=False)
+            expect(refused.returncode == 4 and "may watch lanchatd" in refused.stderr,
+                   f"lanchatctl standby as carol exited {refused.returncode}: "
+                   f"{refused.stderr}")
+            expect(self.m.run(["lanchatctl", "--json", "status"], user="alice").stdout
+                   .find('"state": "active"') >= 0, "the state changed")
+            other = self.m.run(["lanchatctl", "status"], user="bob", check=False)
+            expect(other.returncode == 4, f"bob (no group) got in: {other.stdout}")
+        finally:
+            self.sh(f"cp /root/lanchatd.toml.watch {config}; systemctl restart lanchatd")
+            self.wait_ready()
 
     def discovery(self) -> None:
         # The client's own discovery, by broadcast on the machine's loopback.
@@ -411,6 +507,10 @@ class SystemTest:
                 f"{posted.stdout}{posted.stderr}",
             )
             alice.expect("remote: hello across the LAN")
+            # Over TLS, by default, with the key pinned at first contact.
+            expect("First contact with" in posted.stderr
+                   and "not encrypted" not in posted.stderr,
+                   f"the LAN client did not join over TLS:\n{posted.stderr}")
             log = self.m.run(["lanchatctl", "log", "-n", "20"], user="alice").stdout
             expect(
                 LAN_CLIENT in log,
@@ -428,11 +528,11 @@ class SystemTest:
         bob.expect("alice: hello bob")
         bob.say("hi alice")
         alice.expect("bob: hi alice")
-        other_room = Member(self.m, "eve", pin="99999")
+        other_room = Member(self.m, "eve", pin="999999")
         self.members.append(other_room)
-        alice.say("only for room 4321")
-        bob.expect("only for room 4321")
-        other_room.say("only for room 99999")
+        alice.say("only for room 432100")
+        bob.expect("only for room 432100")
+        other_room.say("only for room 999999")
         bob.say("still here")
         alice.expect("bob: still here")
         leaked = [line for line in alice.seen + bob.seen if "99999" in line]
@@ -568,16 +668,26 @@ class SystemTest:
         # service holds, so stop it, enable the sockets, start it again.
         self.m.run(["systemctl", "stop", "lanchatd.service"])
         self.m.run(["systemctl", "enable", "--now", "lanchatd.socket"])
-        for unit in ("lanchatd.socket", "lanchatd-discovery.socket", "lanchatd-control.socket"):
+        for unit in ("lanchatd.socket", "lanchatd-discovery.socket", "lanchatd-control.socket",
+                     "lanchatd-web.socket", "lanchatd-tls.socket"):
             expect(self.is_active(unit), f"{unit} is not active")
         self.m.run(["systemctl", "start", "lanchatd.service"])
         self.wait_ready()
         journal = self.journal(lines=15)
-        # The configuration says 0.0.0.0; the dual-stack [::] sockets are systemd's.
         expect(
-            "tcp=[::]:5000 udp=[::]:5001" in journal,
-            "the daemon did not take the chat and discovery sockets from systemd:\n" + journal,
+            "tcp=[::]:5000 udp=[::]:5001 http=[::]:5080" in journal
+            and "tls=[::]:5443" in journal,
+            "the daemon is not ready on the chat, discovery, web and TLS ports:\n" + journal,
         )
+        # The daemon binds [::] by itself too (its default is dual-stack): that these
+        # sockets are systemd's shows in ss, each held by systemd and by the service.
+        pid = self.main_pid()
+        for option, port in (("-t", 5000), ("-u", 5001), ("-t", 5080)):
+            holders = self.sh(f"ss -Hlnp {option} 'sport = :{port}'")
+            expect(
+                "pid=1," in holders and f"pid={pid}," in holders,
+                f"the daemon did not take port {port} from systemd:\n" + holders,
+            )
         alice = self.member("alice")
         bob = self.member("bob")
         alice.expect("bob joined")
@@ -603,9 +713,13 @@ class SystemTest:
             "do [ -e $p ] || [ -L $p ] && echo $p; done; true"
         ).split()
         expect(leftovers == [], f"left behind: {leftovers}")
-        for db in ("passwd", "group"):
-            found = self.m.run(["getent", db, "lanchat"], check=False)
-            expect(found.returncode == 2, f"{db} still has lanchat: {found.stdout.strip()}")
+        # Debian practice: system accounts stay (a reused id would own old files), and
+        # so do the administrators' memberships.
+        expect(self.m.run(["getent", "passwd", "lanchat"], check=False).returncode == 0,
+               "purge removed the system user lanchat")
+        group = self.m.run(["getent", "group", "lanchat"], check=False).stdout.strip()
+        expect("alice" in group.rsplit(":", 1)[-1].split(","),
+               f"group lanchat after purge: {group!r} (alice was a member)")
         units = self.m.run(["systemctl", "list-units", "--all", "--no-legend", "lanchatd*"])
         expect(units.stdout.strip() == "", "units still loaded:\n" + units.stdout)
         gone = self.m.run(
@@ -626,6 +740,11 @@ def main(argv: list[str]) -> int:
     for deb in sorted(debs.glob("*.deb")):
         (files / "debs" / deb.name).write_bytes(deb.read_bytes())
     (files / "inside.py").write_bytes((HERE / "inside.py").read_bytes())
+    autopkgtest = files / "autopkgtest"
+    autopkgtest.mkdir()
+    for test in sorted((REPO / "packaging" / "debian" / "tests").iterdir()):
+        (autopkgtest / test.name).write_bytes(test.read_bytes())
+        (autopkgtest / test.name).chmod(test.stat().st_mode | 0o555)
     machine = Machine(files, workdir)
     try:
         started = time.monotonic()
