@@ -27,10 +27,18 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
 
-build_deps=(
-    debhelper dh-python dpkg-dev pybuild-plugin-pyproject python3-all
-    python3-platformdirs python3-pytest python3-setuptools lintian git
-)
+# The build dependencies are debian/control's Build-Depends (read from there, the one
+# place they are written: version bounds, profiles and debhelper-compat's own name
+# taken off), and the tools this script runs.
+mapfile -t build_deps < <(
+    awk '/^Build-Depends:/ { f = 1; sub(/^Build-Depends:/, ""); print; next }
+         f && /^[A-Za-z-]+:/ { exit }
+         f { print }' "$repo/packaging/debian/control" \
+    | tr ',' '\n' \
+    | sed -E 's/\([^)]*\)//g; s/<[^>]*>//g; s/\[[^]]*\]//g; s/^[[:space:]]+//; s/[[:space:]]+$//' \
+    | sed 's/^debhelper-compat$/debhelper/' | grep -v '^$')
+[ ${#build_deps[@]} -gt 3 ] || die "no Build-Depends read from packaging/debian/control"
+build_deps+=(dpkg-dev lintian git)
 missing=()
 for pkg in "${build_deps[@]}"; do
     status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
