@@ -710,8 +710,9 @@ class ChatCore:
             self.counters["rate_limited"] += 1
         elif mono - conn.lag_since >= config.flood_timeout:
             self.counters["disconnects_for_limits"] += 1
-            fx.record(now, "flooding", addr=format_address(conn.addr),
-                      seconds=round(mono - conn.lag_since, 1))
+            self._source_record(fx, now, conn.host, "flooding",
+                                addr=format_address(conn.addr),
+                                seconds=round(mono - conn.lag_since, 1))
             self._bye(fx, conn, ByeReason.FLOODING, self._tr(
                       conn, N_("Disconnected: you sent faster than {rate} lines a second "
                                "for {seconds} seconds."),
@@ -826,7 +827,8 @@ class ChatCore:
             fx.record(now, event, **fields)
         else:
             reason = fields["reason"] if event == "refused_connection" else None
-            records.count(host, event, reason, now, mono)
+            weight = fields["count"] if event == "refused_messages" else 1
+            records.count(host, event, reason, now, mono, weight)
 
     def summaries(self, now: float, *, every: bool = False) -> Effects:
         """The ``connection_summary`` records due (all of them with ``every``, when the
@@ -943,9 +945,10 @@ class ChatCore:
     def _write_refusals(self, fx: Effects, conn: Conn, counts: dict[str, int],
                         first: float, now: float) -> None:
         for reason, count in sorted(counts.items()):
-            fx.record(now, "refused_messages", reason=reason, count=count,
-                            since=first, room=conn.room.pin if conn.room else None,
-                            name=conn.name or None, addr=format_address(conn.addr))
+            self._source_record(fx, now, conn.host, "refused_messages", reason=reason,
+                                count=count, since=first,
+                                room=conn.room.pin if conn.room else None,
+                                name=conn.name or None, addr=format_address(conn.addr))
 
     def _rate_limited(self, fx: Effects, conn: Conn, kind: str, now: float) -> None:
         self.counters["rate_limited"] += 1

@@ -14,7 +14,8 @@ The activity log is an audit trail, and an audit trail an attacker can write is 
 it can flush away: 3,900 connections a second from one address used to rotate its own
 ``join`` record out of the log file in under 30 s, and out of the 1,000-entry ring in
 under a second.  So the records a source can cause at will (connections it opens,
-refusals it meets, protocol errors it makes, closes of connections that never joined)
+refusals it meets, protocol errors it makes, closes of connections that never joined,
+its messages refused, its disconnections for flooding)
 are written one by one only while that source's *record budget* lasts, and while the
 server's does (``SourceRecords``).  Past it they are counted, per address, and one
 ``connection_summary`` record per address says what was counted: at most once every
@@ -229,9 +230,10 @@ class SourceRecords:
         return True
 
     def count(self, host: str, event: str, reason: str | None, now: float,
-              mono: float) -> None:
+              mono: float, weight: int = 1) -> None:
         """Count a record that was not written (``reason``: a refused connection's
-        greeting status, else None).  An address whose own budget is spent
+        greeting status, else None; ``weight``: what it stood for, 1 but for a
+        ``refused_messages`` record, its messages).  An address whose own budget is spent
         is counted under its own name; one that met only the server's budget (many
         addresses at once), or one past MAX_TALLIES, under "*"."""
         key = host
@@ -245,7 +247,7 @@ class SourceRecords:
             tally = self.tallies[key] = Tally(now, mono)
             if self._due is None or mono + QUIET_SECONDS < self._due:
                 self._due = mono + QUIET_SECONDS
-        tally.counts[event] = tally.counts.get(event, 0) + 1
+        tally.counts[event] = tally.counts.get(event, 0) + weight
         if reason is not None:
             tally.reasons[reason] = tally.reasons.get(reason, 0) + 1
         tally.last = mono

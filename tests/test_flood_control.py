@@ -368,3 +368,41 @@ def test_many_addresses_at_once_are_counted_together() -> None:
     written = len(sim.entries("connect")) + len(sim.entries("disconnect"))
     assert written + sum(summaries[0]["counts"].values()) == 1200
     assert written <= 240  # the server's record budget
+
+
+def test_refused_messages_and_flooding_records_are_on_the_address_budget() -> None:
+    """Members of one address each refused while stopped, then each cut for flooding:
+    past the address's record budget their records are counted, and the summary says
+    how many messages and disconnections it stands for."""
+    sim = Sim(message_rate=1.0, message_burst=2, flood_timeout=5.0, join_burst=1000,
+              join_rate=1000.0, max_connections_per_address=1000, connection_burst=1000)
+    members = [sim.json_member("1234", f"m{i}", host="10.0.0.66") for i in range(40)]
+    bystander = sim.json_member("5678", "ola", host="10.0.0.7")
+    sim.advance(60.0)  # the address's budget refilled after the joins' records
+    sim.apply(sim.core.set_state("stopped", "admin:root", sim.now))
+    for cid in members:
+        sim.send(cid, {"type": "say", "text": "hello?"})
+    sim.send(bystander, {"type": "say", "text": "hello?"})
+    sim.apply(sim.core.set_state("active", "admin:root", sim.now))
+    for step in range(7):  # a token a second, always spent at once: never refilled
+        for cid in members:
+            sim.send(cid, {"type": "say", "text": f"x{step}"})
+            sim.send(cid, {"type": "say", "text": f"y{step}"})
+            sim.apply(sim.core.lagging(cid, sim.now))
+        sim.now += 1.0
+    assert all(cid in sim.closed for cid in members) and bystander not in sim.closed
+    sim.apply(sim.core.shutdown(sim.now))
+    sim.apply(sim.core.summaries(sim.now, every=True))  # as the daemon's stop does
+    ours = [e for e in sim.entries("refused_messages") if e["name"] != "ola"]
+    assert len(ours) < 40 and ["ola"] == [e["name"] for e in sim.entries("refused_messages")
+                                          if e["name"] == "ola"]
+    summaries = [e for e in sim.entries("connection_summary") if e["addr"] == "10.0.0.66"]
+    counted = {event: sum(s["counts"].get(event, 0) for s in summaries)
+               for event in ("refused_messages", "flooding")}
+    told = [e["code"] for cid in members for e in sim.events(cid)
+            if e["type"] == "error" and e["code"] in ("stopped", "rate_limited")]
+    assert told.count("stopped") == 40
+    # Every refusal a member was told of is in the log: one by one, or counted.
+    assert sum(e["count"] for e in ours) + counted["refused_messages"] == len(told)
+    assert len(sim.entries("flooding")) + counted["flooding"] == 40
+    assert counted["flooding"] > 0 and len(sim.entries("flooding")) < 40
