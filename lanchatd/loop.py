@@ -16,12 +16,14 @@ many its token bucket allows now, every line being charged (a ``who`` or a join 
 A connection with none left is not read at all until its bucket refills (its bytes
 wait in the kernel and TCP slows the sender), and one with lines left in its transport
 is not read again until they are taken.  A pass hands the core at most ``PASS_LINES``
-lines and ``PASS_SENDS`` deliveries in all; the connections not served wait in
+lines and ``PASS_SENDS`` deliveries in all, and starts no turn after ``PASS_SECONDS``
+of work; the connections not served wait in
 ``Loop.ready`` and go first in the next pass, so a pass costs the same however many
 clients flood.  A connection read when the budget is spent waits at the back of that
 queue if it is in the middle of a burst, and at its front if it is at rest (it sent
 no faster than its rate: ``ChatCore.at_rest``), so a member's one line does not wait
-for every flooder's turn.
+for every flooder's turn; and while there is such a queue, a member at rest whose input
+is ready is served before it.
 
 Output is appended to a per-connection list of shared chunks during the pass (the
 same ``bytes`` object for every member of a room) and written at its end with one
@@ -106,6 +108,14 @@ PASS_SENDS = 50000
 # 1,500 members asking `who` at once were 4,096 answers of 20 KB in one pass, 80 MB
 # for the kernel to take, and members waited 130-280 ms for that pass to end.
 PASS_BYTES = 8 << 20
+# ... and the time a pass has worked: the budgets above count lines and deliveries, but
+# a line's cost varies a hundredfold (JSON nested a thousand deep takes 90 us to refuse,
+# a say 2 us), and 4,096 such lines were a pass of 0.4 s.  A pass past PASS_SECONDS
+# starts no more turns; the rest wait, as above, for the next pass.
+PASS_SECONDS = 0.010
+# What a transport adds to one line at the most (a TLS record's or a WebSocket frame's
+# header and padding): a read of max_line + FRAMING bytes or fewer is one line's worth.
+FRAMING = 256
 #: A connection's output queue (and its chunks of the pass) while it has none (shared).
 NO_OUTPUT: tuple[()] = ()
 # The kernel's send buffer for a chat connection (see _tcp_tune).
@@ -128,6 +138,11 @@ ACCEPT_BATCH = 256
 # departure waits in Loop.departures (as many departures again a pass, on a budget of
 # their own).  Members' lines are not arrivals: PASS_LINES.
 PASS_ARRIVALS = 16
+# ... and the connections past their output cap that a pass ends (``_overflow``): each
+# is a goodbye and its leave for the whole room (300 never-reading members of one room
+# cut at once were a pass of 26-45 ms).  The rest wait for the next pass; nothing more
+# is queued for them meanwhile, so they hold no more than the cap and one chunk.
+PASS_OVERFLOWS = 32
 ACCEPT_FLOOR = 4
 STATUS_INTERVAL = 2.0
 
@@ -404,17 +419,21 @@ class ChatConnection(Handler):
             return  # a closing connection's input is read and dropped
         self.transport.data_received(data)
         loop = self.loop
-        if loop.pass_lines > 0 and loop.pass_sends < PASS_SENDS \
-                and loop.pass_bytes < PASS_BYTES:
+        if loop.pass_has_room():
             loop.pass_lines -= self.feed(now, loop.pass_lines)
         else:  # the pass's work is spent: its turn comes first in the next one
             self.set_reading(False)
             if not self.in_ready:
                 self.in_ready = True
-                if loop.core.at_rest(self.cid, now):
-                    # Not in the middle of a burst: its turn goes ahead of the bursts'
-                    # (behind those this pass put there, in the order they came).  At
-                    # the back, a member's one line waited a whole round of them.
+                if len(data) < self.recv_size \
+                        and len(data) <= self.transport.max_line + FRAMING \
+                        and loop.core.at_rest(self.cid, now):
+                    # Not in the middle of a burst (its bucket is full, and all it has
+                    # sent is this read, one line's worth: not a burst's first read):
+                    # its turn goes ahead of the bursts' (behind those this pass put
+                    # there, in the order they came).  At the back, a member's one line
+                    # waited a whole round of them; and 300 bursts that all began at
+                    # once, each at rest by its bucket, were 300 turns ahead of it.
                     loop.ready.insert(loop.fresh, self)
                     loop.fresh += 1
                 else:
@@ -587,6 +606,7 @@ class Loop:
         self.pass_lines = PASS_LINES  # lines the core may still be handed this pass
         self.pass_sends = 0  # deliveries (chunk x connection) queued this pass
         self.pass_bytes = 0  # their bytes
+        self.pass_started: float | None = None  # monotonic, at its first turn
         self.pass_arrivals = PASS_ARRIVALS  # arrival work this pass may still do
         # How many turns this pass put at the front of ``ready`` (put off by its spent
         # budget while their connection was at rest, ChatCore.at_rest): the next pass
@@ -768,7 +788,10 @@ class Loop:
                 timeout = max(0.0, min(timeout, next_watchdog - time.monotonic()))
             events = self.selector.select(timeout)
             now = self._read_clocks()
-            if self.ready:  # the turns left from earlier passes come first
+            if self.ready:
+                # Members at rest first, then the turns left from earlier passes (the
+                # rest of bursts), then everyone else.
+                events = self._serve_at_rest(events, now)
                 self.serve_input(now)
             # Members first; then arrivals (newcomers' turns, then accepting), from
             # what PASS_ARRIVALS allows, so a crowd arriving cannot hold members up.
@@ -815,6 +838,24 @@ class Loop:
                 next_watchdog = time.monotonic() + (watchdog or 1.0)
         return self._shutdown()
 
+    def _serve_at_rest(self, events: list[tuple[selectors.SelectorKey, int]],
+                       now: float) -> list[tuple[selectors.SelectorKey, int]]:
+        """Serve the members whose input is ready and who are at rest (their bucket
+        full: they send no faster than their rate, ``ChatCore.at_rest``) ahead of the
+        turns left from earlier passes; the other events, for after them.  With a
+        backlog of bursts, a member's one line otherwise waited for the pass's budget
+        to be spent on the backlog, and then a pass more."""
+        rest: list[tuple[selectors.SelectorKey, int]] = []
+        core = self.core
+        for key, mask in events:
+            handler = key.data
+            if mask & READ and isinstance(handler, ChatConnection) and handler.reading \
+                    and not handler.arrival() and core.at_rest(handler.cid, now):
+                self._serve(handler, mask, now)
+            else:
+                rest.append((key, mask))
+        return rest
+
     def _serve(self, handler: Handler, mask: int, now: float) -> None:
         try:
             if mask & READ:
@@ -824,6 +865,18 @@ class Loop:
         except Exception as exc:  # one client's fault stays with that client
             self._contain(handler, exc, now)
 
+    def pass_has_room(self) -> bool:
+        """Whether this pass may start another turn: PASS_LINES, PASS_SENDS, PASS_BYTES
+        and PASS_SECONDS (counted from its first turn) are not yet spent."""
+        if self.pass_lines <= 0 or self.pass_sends >= PASS_SENDS \
+                or self.pass_bytes >= PASS_BYTES:
+            return False
+        started = self.pass_started
+        if started is None:
+            self.pass_started = time.monotonic()
+            return True
+        return time.monotonic() - started < PASS_SECONDS
+
     def serve_input(self, now: float) -> None:
         """Give connections with input their turns, round-robin, until the pass's
         PASS_LINES are spent; the rest keep their place at the front for the next pass.
@@ -831,8 +884,7 @@ class Loop:
         ready = self.ready
         conns = self.conns
         for _ in range(len(ready)):
-            if (self.pass_lines <= 0 or self.pass_sends >= PASS_SENDS
-                    or self.pass_bytes >= PASS_BYTES or not ready):
+            if not ready or not self.pass_has_room():
                 break
             conn = ready.popleft()
             conn.in_ready = False
@@ -844,7 +896,7 @@ class Loop:
                 self._contain(conn, exc, now)
 
     def _timeout(self, next_retry: float) -> float:
-        if self.ready or self.departures:
+        if self.ready or self.departures or self.overflowed:
             return 0.0
         mono = self.mono
         timeout = next_retry - mono
@@ -872,22 +924,30 @@ class Loop:
         self.activity.flush()
         if self.backlog and self.mono >= self._next_output_check:
             self._check_output_total(now)
-        while self.dirty or self.overflowed:
+        overflows = PASS_OVERFLOWS
+        while self.dirty or (self.overflowed and overflows > 0):
             dirty, self.dirty = self.dirty, set()
             for conn in dirty:
                 if conn.cid in self.conns:
                     conn.flush()
-            cids, self.overflowed = self.overflowed, []
+            cids = self.overflowed[:overflows]
+            del self.overflowed[:overflows]
+            overflows -= len(cids)
             for cid in cids:
                 self._overflow(cid, now)
         if self.control is not None:
             self.activity.flush()
             self.control.after_pass(now)
             self.activity.flush()  # what the control server recorded just now
+        self.start_pass()
+
+    def start_pass(self) -> None:
+        """A new pass: its budgets whole again (the one place they are reset)."""
         self.pass_lines = PASS_LINES
         self.pass_sends = 0
         self.pass_bytes = 0
         self.pass_arrivals = PASS_ARRIVALS
+        self.pass_started = None
         self.fresh = 0
 
     def _overflow(self, cid: int, now: float) -> None:
@@ -898,6 +958,7 @@ class Loop:
         if conn is None or conn.closing:
             return
         conn.drop_unstarted()
+        conn.full = False  # under its cap again: its goodbye is queued (apply)
         self.apply(self.core.overflow(cid, now))
 
     def _check_output_total(self, now: float) -> None:
@@ -986,8 +1047,8 @@ class Loop:
             self.pass_bytes += size * len(targets)
             for cid in targets:
                 conn = conns.get(cid)
-                if conn is None or conn.closing:
-                    continue
+                if conn is None or conn.closing or conn.full:
+                    continue  # (a full one's unstarted output is dropped: _overflow)
                 pending = conn.pending
                 if pending:
                     pending.append(data)

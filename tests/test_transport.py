@@ -13,7 +13,6 @@ from lanchat.protocol import chat
 from lanchatd.config import Config
 from lanchatd.loop import (
     MAX_LINES_PER_PASS,
-    PASS_LINES,
     ChatConnection,
     Loop,
     _tcp_options,
@@ -108,8 +107,8 @@ def test_a_long_read_is_handed_to_the_core_in_bounded_parts(tmp_path: Path) -> N
                                               for i in range(total)]))
         sender.feed(T0)
         passes = [loop.core.counters["messages"]]
-        while loop.ready:
-            loop.pass_lines = PASS_LINES  # a new pass
+        while loop.ready and len(passes) < 10:
+            loop.start_pass()
             loop.serve_input(T0)  # its turns
             passes.append(loop.core.counters["messages"])
         assert passes[:3] == [MAX_LINES_PER_PASS, 2 * MAX_LINES_PER_PASS, total]
