@@ -1,9 +1,12 @@
 """The well-behaved pair, in a process of its own: ``python pair.py HOST PORT PIN SOURCE``.
 
-Two members of a room of their own each say "NAME n" every INTERVAL seconds (with the
-time a message takes to come back, never faster than the default rate limit of 5 a
-second), time each message until it comes back, and check that each received every
-one of the other's messages once, in order.
+MEMBERS members of a room of their own (the issue's pair, and four more so that a
+scenario's few seconds hold enough round trips), each from an address of its own
+(SOURCE and the ones just below it), each say "NAME n" every INTERVAL
+seconds (with the time a message takes to come back, never faster than the default rate
+limit of 5 a second), their turns spread evenly over the interval; each times its
+messages until they come back, and checks that it received every one of the others'
+messages once, in order.
 
 It runs apart from the test process on purpose: a scenario's attack runs in the test
 process, and a thread there would measure the attack's hold on the interpreter lock
@@ -20,6 +23,7 @@ outside, as any client would.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import sys
@@ -29,6 +33,8 @@ from typing import Any
 
 INTERVAL = 0.2
 SAMPLES = 100
+NAMES = ("steady", "partner", "third", "fourth", "fifth", "sixth")
+MEMBERS = len(NAMES)
 HARD_DEADLINE = 150.0  # seconds from the start: no scenario runs this long
 
 
@@ -94,8 +100,11 @@ class Member:
 
 class Pair:
     def __init__(self, addr: tuple[str, int], pin: str, source: str) -> None:
-        self.members = [Member(addr, source, pin, "steady"),
-                        Member(addr, source, pin, "partner")]
+        # Each from an address of its own (SOURCE, the one before it, ...): a scenario's
+        # per-address limits are for its attackers, not for the pair.
+        first = ipaddress.ip_address(source)
+        self.members = [Member(addr, str(first - i), pin, name)
+                        for i, name in enumerate(NAMES)]
         self.delays: list[float] = []
         self.problems: list[str] = []
         self.stopping = threading.Event()
@@ -106,9 +115,9 @@ class Pair:
                 and len(self.delays) >= SAMPLES)
 
     def run(self, member: Member, index: int) -> None:
-        # The second member starts half an interval later: the pair's messages are
-        # spread evenly over time, not sent two at a time.
-        time.sleep(INTERVAL / 2 * index)
+        # Each member starts a share of the interval after the one before: the
+        # messages are spread evenly over time, not sent together.
+        time.sleep(INTERVAL / MEMBERS * index)
         try:
             while time.monotonic() - self.started < HARD_DEADLINE:
                 if self.stopping.is_set() and member.target is None:
@@ -134,22 +143,25 @@ class Pair:
             self.problems.append(f"{member.name}: {type(exc).__name__}: {exc}")
 
     def check_order(self) -> None:
-        for member, other in (self.members, self.members[::-1]):
-            expected = [f"{other.name} {n}" for n in range(1, other.said + 1)]
+        for member in self.members:
+            others = [other for other in self.members if other is not member]
+            total = sum(other.said for other in others)
             deadline = time.monotonic() + 5.0
             try:
-                while len(member.heard) < len(expected) and time.monotonic() < deadline:
+                while len(member.heard) < total and time.monotonic() < deadline:
                     event = member.event(max(0.01, deadline - time.monotonic()))
                     if event is None:
                         break
                     member.handle(event, self.problems)
             except (OSError, ValueError) as exc:
                 self.problems.append(f"{member.name} stopped reading: {exc}")
-            got = member.heard[:len(expected)]
-            if got != expected:
-                self.problems.append(
-                    f"{member.name} saw {len(got)} of {other.name}'s {len(expected)} "
-                    f"messages, not all once in order: {got[:3]}...{got[-3:]}")
+            for other in others:
+                expected = [f"{other.name} {n}" for n in range(1, other.said + 1)]
+                got = [text for text in member.heard if text.split(" ")[0] == other.name]
+                if got != expected:
+                    self.problems.append(
+                        f"{member.name} saw {len(got)} of {other.name}'s {len(expected)} "
+                        f"messages, not all once in order: {got[:3]}...{got[-3:]}")
 
 
 def main() -> None:

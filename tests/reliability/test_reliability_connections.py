@@ -14,6 +14,7 @@ import time
 import pytest
 from lanchat_testing import env_with_repo
 from reliability_kit import (
+    PAIR_MEMBERS,
     Peer,
     Scenario,
     control_call,
@@ -60,10 +61,11 @@ def test_connections_past_the_limits_are_refused_with_a_reason(scenario: Scenari
     """Past max_connections_per_address and max_connections, a newcomer is told 'full'."""
     scenario.load = "300 connections from one address (limit 50), 200 from 20 others (total 150)"
     daemon = scenario.start({"limits": {
-        "max_connections": 152, "max_connections_per_address": 50, "handshake_timeout": 30.0,
+        "max_connections": 150 + PAIR_MEMBERS, "max_connections_per_address": 50,
+        "handshake_timeout": 30.0,
         "connection_burst": 1000,  # the counts are judged here, not the rate
     }})
-    with scenario.steady_client():  # two of the 152
+    with scenario.steady_client():  # PAIR_MEMBERS of the 150 + PAIR_MEMBERS
         same = open_many(daemon.tcp, 300)
         others = open_many(daemon.tcp, 200, sources=loopback_sources(20))
         try:
@@ -161,7 +163,7 @@ def test_connections_reset_mid_frame(scenario: Scenario) -> None:
             left.add(event["name"])
         # Every connection was forgotten: the daemon counts the watcher and the
         # well-behaved pair only, and no message was made of the halves.
-        wait_until(lambda: control_call(daemon, "status")["clients"] == 3, 10.0,
+        wait_until(lambda: control_call(daemon, "status")["clients"] == 1 + PAIR_MEMBERS, 10.0,
                    "the daemon to forget the reset connections")
         rooms = {r["pin"]: r for r in control_call(daemon, "status")["rooms"]}
         assert rooms["4242"]["messages"] == 0, rooms["4242"]
@@ -336,7 +338,7 @@ def test_connection_churn_from_20000_addresses(scenario: Scenario) -> None:
                 batch = []
         for sock in batch:
             sock.close()
-        wait_until(lambda: control_call(daemon, "status")["clients"] == 2, 20.0,
+        wait_until(lambda: control_call(daemon, "status")["clients"] == PAIR_MEMBERS, 20.0,
                    "the churned connections to be gone")  # only the well-behaved pair
     # What it remembers per address is capped (limits.MAX_SOURCES per table): the join
     # buckets this bound was first set for, and since then the connection-rate buckets

@@ -24,6 +24,7 @@ import time
 import pytest
 from lanchat_testing import env_with_repo
 from reliability_kit import (
+    PAIR_MEMBERS,
     Peer,
     Scenario,
     control_call,
@@ -112,7 +113,8 @@ def test_a_hundred_connections_flooding_pings_before_joining(scenario: Scenario)
     assert seen["sent"] > 1_000_000, seen  # they did flood
     assert seen["throttled"] == count, seen  # each told once what limited it
     assert seen["flooding"] == count, seen  # and cut for keeping it up
-    scenario.check_memory(growth_mb=memory_bound_mb(connections=count + 2, config=limits))
+    scenario.check_memory(growth_mb=memory_bound_mb(connections=count + PAIR_MEMBERS,
+                                                    config=limits))
     scenario.alive()
 
 
@@ -159,7 +161,8 @@ def test_members_that_never_read_each_send_their_burst(scenario: Scenario) -> No
         f"{sorted({str(r) for r in reasons})}")
     for peer in members:
         peer.close()
-    scenario.check_memory(growth_mb=memory_bound_mb(connections=count + 2, config=limits))
+    scenario.check_memory(growth_mb=memory_bound_mb(connections=count + PAIR_MEMBERS,
+                                                    config=limits))
     scenario.alive()
 
 
@@ -229,7 +232,8 @@ def test_fifteen_hundred_members_asking_who(scenario: Scenario) -> None:
     finally:
         for sock in socks:
             sock.close()
-    scenario.check_memory(growth_mb=memory_bound_mb(connections=count + 2, config=limits))
+    scenario.check_memory(growth_mb=memory_bound_mb(connections=count + PAIR_MEMBERS,
+                                                    config=limits))
     scenario.alive()
 
 
@@ -268,7 +272,7 @@ def test_guessing_pins_from_fifty_addresses(scenario: Scenario) -> None:
     assert "Too many join attempts from your network" in messages, messages
     for peer in peers:
         peer.close()
-    scenario.check_memory(growth_mb=memory_bound_mb(connections=guessers + 2, config={}))
+    scenario.check_memory(growth_mb=memory_bound_mb(connections=guessers + PAIR_MEMBERS, config={}))
     scenario.alive()
 
 
