@@ -97,7 +97,9 @@ cp -a "$work/src" "$work/src-oldest"
 if (cd "$work/src-oldest" && "$work/oldest/bin/pip" wheel -q --disable-pip-version-check \
         --no-build-isolation --no-deps -w "$work/dist-oldest" .) >"$work/build-oldest.log" 2>&1 \
         && ! grep -E -i 'deprecat' "$work/build-oldest.log" \
-        && wheel_metadata "$work"/dist-oldest/*.whl | grep -q '^License: MIT$'; then
+        && wheel_metadata "$work"/dist-oldest/*.whl | grep '^License: MIT$' >/dev/null; then
+    # (grep reads to the end: with -q it could stop first, and the writer's broken
+    # pipe failed the pipeline under pipefail.)
     say "ok - setuptools $oldest builds the wheel too (License: MIT), without deprecations"
 else
     cat "$work/build-oldest.log"
@@ -216,7 +218,7 @@ grep -Eq '^Maintainer: [^<]+<[^@>]+@[^>]+>$' "$deb/control" \
     || problems+=("Maintainer: is missing or a placeholder")
 grep -Eq '^Homepage: https://' "$deb/control" || problems+=("no Homepage:")
 grep -Eq '^Tests: ' "$deb/tests/control" 2>/dev/null || problems+=("no autopkgtest in debian/tests")
-sed -n '/^override_dh_auto_test:/,/^$/p' "$deb/rules" | grep -q 'pytest' \
+sed -n '/^override_dh_auto_test:/,/^$/p' "$deb/rules" | grep 'pytest' >/dev/null \
     || problems+=("debian/rules runs no tests at build time")
 grep -q '\.po' "$deb"/*.install && problems+=("a .install file ships .po sources")
 if [ ${#problems[@]} -eq 0 ]; then
