@@ -227,6 +227,9 @@ PAIR_P99 = 0.050
 PAIR_MAX = 0.250
 PAIR_SAMPLES = pair.SAMPLES
 PAIR_MEMBERS = pair.MEMBERS  # connections the pair holds
+#: How long the pair takes for its PAIR_SAMPLES round trips: an attack that should be
+#: timed throughout lasts at least this long.
+PAIR_SECONDS = PAIR_SAMPLES / PAIR_MEMBERS * pair.INTERVAL
 
 
 class SteadyClient:

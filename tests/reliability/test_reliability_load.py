@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import selectors
+import socket
 import subprocess
 import sys
 import threading
@@ -12,7 +13,16 @@ import time
 
 import pytest
 from lanchat_testing import env_with_repo
-from reliability_kit import FLOODER, Peer, Scenario, goodbye
+from reliability_kit import (
+    FLOODER,
+    HARD_DEADLINE,
+    PAIR_SECONDS,
+    Peer,
+    Scenario,
+    goodbye,
+    loopback_sources,
+    open_many,
+)
 
 RATE = 5.0  # the default message_rate
 BURST = 20  # the default message_burst
@@ -217,5 +227,81 @@ def test_busy_room_every_receiver_sees_every_message_once_in_order(scenario: Sce
         assert mine == [f"s{i}:{k}" for k in range(per_sender)]
     for peer in everyone:
         peer.close()
+    scenario.check_memory(growth_mb=16)
+    scenario.alive()
+
+
+@pytest.mark.slow
+def test_a_thousand_joins_into_a_room_with_200_kb_of_history(scenario: Scenario) -> None:
+    """1,000 members join a room whose history holds 100 messages of 1,900 characters
+    (about 200 KB), a hundred at a time, each reading its history and leaving: every one
+    receives the whole history, in order, and the replay is encoded once and shared (the
+    daemon's memory does not grow with the joiners), so the pair's room is not held up.
+    The waves go on past the thousand until the pair has timed its round trips through
+    them (a thousand take under a second here)."""
+    joiners, at_once, kept, length = 1000, 100, 100, 1900
+    scenario.load = (f"{joiners} members join a room with {kept} past messages of "
+                     f"{length} characters, {at_once} at a time, each reading the history")
+    daemon = scenario.start({"rooms": {"history": kept},
+                             "limits": {"message_burst": kept, "join_burst": 2 * joiners,
+                                        "connection_burst": 2 * joiners}})
+    talker = Peer(daemon.tcp, source="127.0.0.2")
+    talker.join("7070", "talker")
+    texts = [f"{k:03d} " + "h" * (length - 4) for k in range(1, kept + 1)]
+    for text in texts:
+        talker.say(text)
+    talker.until(lambda e: e["type"] == "message" and e["seq"] == kept)
+    sources = loopback_sources(joiners, second=31)
+    histories: list[bytes] = []
+    with scenario.steady_client():
+        started = time.monotonic()
+        wave = 0
+        while wave < joiners or time.monotonic() - started < PAIR_SECONDS:
+            assert wave < 20 * joiners, "the waves of joiners did not end"
+            socks = open_many(daemon.tcp, at_once,
+                              sources[wave % joiners:wave % joiners + at_once])
+            sel = selectors.DefaultSelector()
+            got: dict[socket.socket, bytearray] = {}
+            for i, sock in enumerate(socks):
+                sock.sendall(b'{"type":"hello","versions":[1]}\n' + json.dumps(
+                    {"type": "join", "pin": "7070", "name": f"j{wave + i}"}).encode() + b"\n")
+                got[sock] = bytearray()
+                sel.register(sock, selectors.EVENT_READ)
+            waiting = len(socks)
+            while waiting:
+                assert time.monotonic() - started < HARD_DEADLINE, (
+                    f"{waiting} of wave {wave // at_once} still without their history")
+                for key, _ in sel.select(1.0):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    data = sock.recv(1 << 18)
+                    assert data, f"a joiner was disconnected: {bytes(got[sock][-200:])!r}"
+                    buf = got[sock]
+                    buf += data
+                    # The greeting, welcome, joined, then the history: done at its
+                    # kept-th line.
+                    if buf.count(b"\n") >= kept + 3:
+                        sel.unregister(sock)
+                        waiting -= 1
+                        lines = bytes(buf).split(b"\n")
+                        assert json.loads(lines[2])["type"] == "joined", lines[2][:200]
+                        histories.append(b"\n".join(lines[3:kept + 3]))
+            sel.close()
+            for sock in socks:
+                sock.close()
+            wave += at_once
+        scenario.load += f" ({wave} joins in {time.monotonic() - started:.1f} s)"
+    assert len(histories) == wave
+    # Every joiner got the same bytes (one shared replay), and they are the room's past.
+    first = [json.loads(line) for line in histories[0].split(b"\n")]
+    assert [e["seq"] for e in first] == list(range(1, kept + 1))
+    assert [e["text"] for e in first] == texts
+    assert all(e["type"] == "message" and e["history"] is True for e in first)
+    different = [i for i, h in enumerate(histories) if h != histories[0]]
+    assert not different, f"{len(different)} joiners got another history, e.g. {different[:5]}"
+    # The talker, still in the room, saw every joiner come and go.
+    talker.say("after")
+    talker.until(lambda e: e["type"] == "message" and e["text"] == "after", timeout=30)
+    talker.close()
     scenario.check_memory(growth_mb=16)
     scenario.alive()
