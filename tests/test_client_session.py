@@ -36,9 +36,11 @@ def joined_session(pin: str = "1234", name: str = "ci", now: float = 0.0,
     session.connecting(now)
     session.connection_made(now)
     session.receive_data(GREETING, now)
-    assert [m["type"] for m in sent(session)] == ["hello"]
+    # PIN and name known: the join goes with the hello (one round trip fewer).
+    hello, join = sent(session)
+    assert hello["type"] == "hello" and join == {"type": "join", "pin": pin, "name": name}
     session.receive_data(welcome(**welcome_kw), now)
-    assert sent(session) == [{"type": "join", "pin": pin, "name": name}]
+    assert sent(session) == []
     events = session.receive_data(ev(chat.Joined(pin, name, (name, "bob"))), now)
     assert isinstance(events[0], s.RoomJoined) and not events[0].rejoin
     return session
@@ -366,6 +368,37 @@ def test_a_server_that_never_greets_is_given_up_on_the_first_time() -> None:
     events = session.connection_lost("closed by the client", s.HANDSHAKE_TIMEOUT)
     assert isinstance(events[-1], s.Finished) and events[-1].reason == "connect_failed"
     assert "did not answer" in events[-1].message
+
+
+def test_a_malformed_pin_is_not_sent_but_asked_again_after_the_welcome() -> None:
+    """The join goes with the hello only when it is well-formed: a PIN with a letter is
+    refused by the client itself, once the welcome has told it the server's rules."""
+    session = s.Session(pin="12a4", name="bob")
+    session.connecting(0.0)
+    session.connection_made(0.0)
+    session.receive_data(GREETING, 0.0)
+    assert [m["type"] for m in sent(session)] == ["hello"]
+    events = session.receive_data(welcome(pin_min=4, pin_max=8), 0.0)
+    assert isinstance(events[0], s.JoinRefused) and events[0].field == "pin"
+    assert events[0].welcome is not None and events[0].welcome.pin_max == 8
+    assert sent(session) == [] and session.phase == s.NEED_CREDENTIALS
+
+
+def test_no_common_version_ends_the_session_with_the_join_sent_alongside() -> None:
+    """The hello is refused (no version in common): the join sent with it is not
+    served, and the session ends with the server's reason, not as a refused join."""
+    session = s.Session(pin="1234", name="bob")
+    session.connecting(0.0)
+    session.connection_made(0.0)
+    session.receive_data(GREETING, 0.0)
+    assert [m["type"] for m in sent(session)] == ["hello", "join"]
+    message = "This server speaks protocol versions 2."
+    session.receive_data(ev(chat.Error("unsupported_version", message, "hello")), 0.0)
+    events = session.receive_data(ev(chat.Bye("unsupported_version", message)), 0.0)
+    events += session.receive_data(b"", 0.0)
+    assert not any(isinstance(e, s.JoinRefused) for e in events)
+    assert isinstance(events[-1], s.Finished) and events[-1].reason == "unsupported_version"
+    assert session.reconnect_at is None
 
 
 def test_refused_value_is_named_in_the_refusal() -> None:

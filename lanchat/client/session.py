@@ -16,8 +16,10 @@ the client's (``Delivered``, ``Disconnected``...).  Bytes to write are taken wit
 
 The handshake per connection: the server's greeting, our ``hello``, its ``welcome``
 (which carries the PIN length rule, the line limit and the rate limit), our ``join``,
-its ``joined``.  Without a PIN or name the session stops at ``NEED_CREDENTIALS`` and
-the interface asks the person.
+its ``joined``.  When the PIN and name are known and well-formed, the ``join`` goes
+with the ``hello`` (the protocol allows a command right after the hello): one round
+trip fewer, and the server answers both at once.  Without a PIN or name the session
+stops at ``NEED_CREDENTIALS`` after the welcome and the interface asks the person.
 
 Messages are never dropped.  ``submit`` appends to a queue; one message at a time is
 on the wire (``inflight``), so the server's answer to it is unambiguous and order is
@@ -563,13 +565,29 @@ class Session:
             return []
         self.phase = HELLO
         self._send(chat.Hello(chat.SUPPORTED_VERSIONS, self.client, self.lang))
+        if self._can_pipeline_join():
+            self._send_join(now)
         return [Connected(greeting)]
+
+    def _can_pipeline_join(self) -> bool:
+        """Whether the join may go right after the hello: a PIN and name that are
+        well-formed (else the person is asked after the welcome, which carries the
+        server's rules), and no wait before a retry of the join."""
+        if self.pin is None or self.name is None or self._join_retry_at is not None:
+            return False
+        try:
+            chat.Join(self.pin, self.name)
+        except LocalProtocolError:
+            return False
+        return True
 
     def _on_welcome(self, welcome: chat.Welcome, now: float) -> list[UiEvent]:
         self.welcome = welcome
         self.ever_welcomed = True
         self.server_state = welcome.state
         self._bucket = _Bucket(welcome.rate, welcome.burst, now)
+        if self.phase == JOINING:
+            return []  # the join went with the hello
         if self.pin is None or self.name is None:
             self.phase = NEED_CREDENTIALS
             self._phase_deadline = None  # the person may take their time

@@ -6,7 +6,8 @@ The coordinator (measures.py) starts a few worker processes, each with a *job*: 
 and the clients it plays.  A worker and the coordinator talk over a pipe:
 
 1. the worker connects its clients and brings each to the point the job needs (for
-   lanchatd: greeting, ``hello``, ``welcome``, ``join``, ``joined``, and, when the
+   lanchatd: greeting, ``hello`` with the ``join`` right after it, as the lanchat
+   client and the browser send them, ``welcome``, ``joined``, and, when the
    client must *settle*, the presence of every other member of its room, so that
    nothing but the measured traffic is in flight when the measure starts; for ngIRCd
    (mode ``irc``): ``NICK`` and ``USER``, the welcome numeric 001, ``JOIN #PIN``, the end
@@ -177,8 +178,11 @@ class Client:
                 self.state = READY if line == b"relay" else FAILED
                 self.joined_at = time.monotonic()
             elif line.startswith(b"LANCHAT/1 ready"):
+                # The join goes with the hello, as the lanchat client sends it.
                 self.state = WELCOME
-                self.send_raw(HELLO_LINE)
+                self.send_raw(HELLO_LINE + json.dumps(
+                    {"type": "join", "pin": self.pin, "name": self.name},
+                    separators=(",", ":")).encode() + b"\n")
             else:
                 self.fail(f"greeting: {line[:200]!r}")
             return
@@ -197,7 +201,6 @@ class Client:
             self.fail(f"{kind}: {obj.get('code', obj.get('reason'))}: {obj.get('message')}")
         elif self.state == WELCOME and kind == "welcome":
             self.state = JOINING
-            self.send_line({"type": "join", "pin": self.pin, "name": self.name})
         elif self.state == JOINING and kind == "joined":
             self.joined_at = time.monotonic()
             self.members = len(obj["members"])
