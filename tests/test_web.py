@@ -635,21 +635,26 @@ def test_no_websocket_input_makes_the_adapter_raise(parts: list[bytes], eof: boo
     transport.data_to_send([])
 
 
-def test_the_adapter_does_no_io_and_knows_nothing_of_the_loop_or_the_core() -> None:
-    """Importing it loads no socket, selector, thread or event loop, nor the daemon's
-    loop or core: the loop hands it bytes and an owner (STYLE.md, item 13)."""
+def modules_loaded_by(probe: str) -> set[str]:
+    """The modules a fresh interpreter has loaded once it has run ``probe`` (Python
+    code that ends by printing them as a JSON list): nothing this test run imported
+    can hide an import."""
     import subprocess
     import sys
-    from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    probe = ("import json, sys; before = set(sys.modules); "
-             "import lanchatd.web, lanchatd.web.transport; "
-             "print(json.dumps(sorted(set(sys.modules) - before)))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             cwd=repo, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    loaded = set(json.loads(result.stdout))
+    return set(json.loads(result.stdout))
+
+
+def test_the_adapter_does_no_io_and_knows_nothing_of_the_loop_or_the_core() -> None:
+    """Importing it loads no socket, selector, thread or event loop, nor the daemon's
+    loop or core: the loop hands it bytes and an owner (STYLE.md, item 13)."""
+    loaded = modules_loaded_by("import json, sys; before = set(sys.modules); "
+                               "import lanchatd.web, lanchatd.web.transport; "
+                               "print(json.dumps(sorted(set(sys.modules) - before)))")
     assert "lanchatd.web.transport" in loaded and "h11" in loaded and "wsproto" in loaded
     forbidden = {"socket", "selectors", "select", "threading", "asyncio", "lanchatd.loop",
                  "lanchatd.core", "lanchatd.activity", "lanchatd.control"}
@@ -659,17 +664,9 @@ def test_the_adapter_does_no_io_and_knows_nothing_of_the_loop_or_the_core() -> N
 def test_starting_the_web_port_imports_neither_h11_nor_wsproto() -> None:
     """The daemon's start pays for the page's files only; the first connection imports
     the adapter."""
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[1]
-    probe = ("import json, sys; import lanchatd.web, lanchatd.web.address; "
-             "site = lanchatd.web.make_site(); assert '/' in site.files; "
-             "print(json.dumps(sorted(sys.modules)))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            cwd=repo, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    loaded = set(json.loads(result.stdout))
+    loaded = modules_loaded_by("import json, sys; import lanchatd.web, lanchatd.web.address; "
+                               "site = lanchatd.web.make_site(); assert '/' in site.files; "
+                               "print(json.dumps(sorted(sys.modules)))")
     assert sorted(loaded & {"h11", "wsproto", "lanchatd.web.transport", "hashlib",
                             "http"}) == []
 
