@@ -62,7 +62,7 @@ def test_first_start_makes_a_private_key_and_later_starts_keep_it(tmp_path: Path
     assert remade.created and remade.fingerprint == first.fingerprint
     # The certificate carries that key, as a client sees it.
     server = daemon_tls.server_context(remade)
-    client_side = _handshake(server)
+    _, client_side = _handshake(server)
     assert client_side.peer_fingerprint() == first.fingerprint
 
 
@@ -101,11 +101,10 @@ def server_context(tmp_path_factory: pytest.TempPathFactory) -> object:
     return daemon_tls.server_context(identity)
 
 
-def _handshake(context: object, server_first: bytes = b"") -> tls.TlsEngine:
+def _handshake(context: object) -> tuple[tls.TlsEngine, tls.TlsEngine]:
+    """A server and a client engine that have shaken hands: (server, client)."""
     server = tls.TlsEngine(context, server_side=True)  # type: ignore[arg-type]
     client = tls.TlsEngine(tls.client_context(), server_side=False)
-    if server_first:
-        server.send(server_first)
     for _ in range(4):
         data = client.data_to_send()
         if data:
@@ -114,7 +113,7 @@ def _handshake(context: object, server_first: bytes = b"") -> tls.TlsEngine:
         if data:
             client.receive_data(data)
     assert server.handshake_done and client.handshake_done
-    return client
+    return server, client
 
 
 def test_bytes_in_plaintext_out_both_ways(server_context: object) -> None:
@@ -186,15 +185,7 @@ def test_garbage_instead_of_a_client_hello_is_an_error(server_context: object) -
 
 
 def test_a_tampered_record_is_an_error(server_context: object) -> None:
-    server = tls.TlsEngine(server_context, server_side=True)  # type: ignore[arg-type]
-    client = tls.TlsEngine(tls.client_context(), server_side=False)
-    for _ in range(3):
-        data = client.data_to_send()
-        if data:
-            server.receive_data(data)
-        data = server.data_to_send()
-        if data:
-            client.receive_data(data)
+    server, client = _handshake(server_context)
     client.send(b"hello\n")
     record = bytearray(client.data_to_send())
     record[-1] ^= 1
