@@ -81,6 +81,42 @@ def with_short_pins(config: str) -> str:
     return config + "[rooms]\n" + line
 
 
+# Does what systemd does between fork and exec: moves the passed fds to 3, 4, ..., sets
+# LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES, then runs Python with the rest of argv.
+_SOCKET_ACTIVATION = r"""
+import os, sys
+fds = [int(x) for x in sys.argv[1].split(",")]
+for target, fd in enumerate(fds, start=3):
+    os.dup2(fd, target, inheritable=True)
+for fd in fds:
+    if fd >= 3 + len(fds):
+        os.close(fd)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.environ["LISTEN_FDS"] = str(len(fds))
+os.environ["LISTEN_FDNAMES"] = sys.argv[2]
+os.execv(sys.executable, [sys.executable, *sys.argv[3:]])
+"""
+
+
+def socket_activated(socks: Sequence[socket.socket], names: Sequence[str],
+                     python_args: Sequence[str], **popen: Any) -> subprocess.Popen[str]:
+    """Start ``python PYTHON_ARGS`` as systemd starts a socket-activated service: ``socks``
+    at fds 3, 4, ... under ``names``.  ``popen``: more arguments for ``subprocess.Popen``
+    (the environment is ``env_with_repo()`` unless given)."""
+    import fcntl
+
+    # Duplicates above the range the launcher moves fds into, so none is overwritten.
+    fds = [fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, 20) for s in socks]
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", _SOCKET_ACTIVATION, ",".join(map(str, fds)),
+             ":".join(names), *python_args],
+            pass_fds=fds, text=True, **{"env": env_with_repo(), **popen})
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 class Daemon:
     """A running lanchatd.  Use as a context manager, or call start()/stop()."""
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lanchat_testing import socket_activated
 
 from lanchatd.systemd import Notifier, listen_fds
 
@@ -179,29 +180,6 @@ conn.sendall(b"control\n")
 conn.close()
 """
 
-# Does what systemd does between fork and exec.
-LAUNCHER = r"""
-import os, sys
-fds = [int(x) for x in sys.argv[1].split(",")]
-for target, fd in enumerate(fds, start=3):
-    os.dup2(fd, target, inheritable=True)
-for fd in fds:
-    if fd >= 3 + len(fds):
-        os.close(fd)
-os.environ["LISTEN_PID"] = str(os.getpid())
-os.environ["LISTEN_FDS"] = str(len(fds))
-os.environ["LISTEN_FDNAMES"] = sys.argv[2]
-os.execv(sys.executable, [sys.executable, "-c", sys.argv[3]])
-"""
-
-
-def high_fd(sock: socket.socket) -> int:
-    """A duplicate of sock's fd above the range the launcher moves fds into."""
-    import fcntl
-
-    return fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 20)
-
-
 def test_listen_fds_takes_sockets_passed_by_the_manager(tmp_path: Path) -> None:
     chat = socket.create_server(("127.0.0.1", 0))
     discovery = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -209,18 +187,9 @@ def test_listen_fds_takes_sockets_passed_by_the_manager(tmp_path: Path) -> None:
     control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     control.bind(str(tmp_path / "control.sock"))
     control.listen()
-    fds = [high_fd(s) for s in (chat, discovery, control)]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    child = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, ",".join(map(str, fds)), "chat:discovery:control", CHILD],
-        pass_fds=fds,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    child = socket_activated((chat, discovery, control), ("chat", "discovery", "control"),
+                             ["-c", CHILD], stdout=subprocess.PIPE)
     try:
-        for fd in fds:
-            os.close(fd)
         assert child.stdout is not None
         report = json.loads(child.stdout.readline())
         assert report == {
@@ -267,22 +236,12 @@ print(json.dumps([name for name, _ in listen_fds()]))
         socket.create_server(("127.0.0.1", 0)) as one,
         socket.create_server(("127.0.0.1", 0)) as two,
     ):
-        fds = [high_fd(one), high_fd(two)]
-        try:
-            for names in ("", "chat"):
-                child = subprocess.run(
-                    [sys.executable, "-c", LAUNCHER, ",".join(map(str, fds)), names, code],
-                    pass_fds=fds,
-                    capture_output=True,
-                    text=True,
-                    env=dict(os.environ, PYTHONPATH=str(REPO)),
-                    timeout=30,
-                )
-                assert child.returncode == 0, child.stderr
-                assert json.loads(child.stdout) == ["unknown", "unknown"]
-        finally:
-            for fd in fds:
-                os.close(fd)
+        for names in ((), ("chat",)):
+            child = socket_activated((one, two), names, ["-c", code],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = child.communicate(timeout=30)
+            assert child.returncode == 0, err
+            assert json.loads(out) == ["unknown", "unknown"]
 
 
 @pytest.mark.parametrize(

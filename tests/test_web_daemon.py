@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from lanchat_testing import Daemon, JsonClient, env_with_repo, udp_query
+from lanchat_testing import Daemon, JsonClient, env_with_repo, socket_activated, udp_query
 from web_testing import WsClient, WsRefused, http_exchange, read_response
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request, TextMessage
@@ -344,40 +343,17 @@ def test_a_reload_does_not_disturb_web_members(start_daemon: Callable[..., Daemo
         assert other.recv_type("message")["text"] == "after reload"
 
 
-# Does what systemd does between fork and exec, then runs the daemon.
-LAUNCHER = r"""
-import os, sys
-fds = [int(x) for x in sys.argv[1].split(",")]
-for target, fd in enumerate(fds, start=3):
-    os.dup2(fd, target, inheritable=True)
-for fd in fds:
-    if fd >= 3 + len(fds):
-        os.close(fd)
-os.environ["LISTEN_PID"] = str(os.getpid())
-os.environ["LISTEN_FDS"] = str(len(fds))
-os.environ["LISTEN_FDNAMES"] = sys.argv[2]
-os.execv(sys.executable, [sys.executable, "-m", "lanchatd", *sys.argv[3:]])
-"""
-
-
 def test_the_web_socket_comes_from_the_service_manager(tmp_path: Path) -> None:
-    import fcntl
-
     chat = socket.create_server(("127.0.0.1", 0))
     http = socket.create_server(("127.0.0.1", 0))
-    fds = [fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, 20) for s in (chat, http)]
     args = ["--discovery-port", "0", "--log-file", str(tmp_path / "activity.log"),
             "--state-dir", str(tmp_path / "state"),
             "--control-socket", str(tmp_path / "control.sock"),
             "--config", str(tmp_path / "none.toml")]
     (tmp_path / "none.toml").write_text("")
-    child = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, ",".join(map(str, fds)), "chat:http", *args],
-        pass_fds=fds, env=env_with_repo(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+    child = socket_activated((chat, http), ("chat", "http"), ["-m", "lanchatd", *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        for fd in fds:
-            os.close(fd)
         assert child.stdout is not None
         ready = child.stdout.readline()
         port = http.getsockname()[1]
