@@ -3,7 +3,9 @@
 ``Daemon`` starts ``python -m lanchatd`` on port 0 (TCP chat, UDP, TCP web) with a temporary
 state directory, log file and control socket, and waits for its readiness line (never
 for a fixed sleep).  ``TextClient`` and ``JsonClient`` are small blocking clients with
-timeouts, enough to act as people in a room.
+timeouts, enough to act as people in a room.  ``socket_activated`` starts a process as
+systemd starts a socket-activated service, and ``PlainOwner`` stands in for the loop where
+a test drives the core through a plain-TCP transport without one.
 """
 
 from __future__ import annotations
@@ -115,6 +117,21 @@ def socket_activated(socks: Sequence[socket.socket], names: Sequence[str],
     finally:
         for fd in fds:
             os.close(fd)
+
+
+class PlainOwner:
+    """A plain-TCP ``LineTransport``'s owner, for a harness that drives the core without
+    a loop and writes nothing back: a Telnet command's answer (want_write) is not needed
+    to drive the core, and plain TCP never closes a connection itself nor sets a timer."""
+
+    def want_write(self) -> None:
+        pass
+
+    def close(self, reason: str) -> None:
+        raise AssertionError(f"plain TCP closed the connection itself: {reason}")
+
+    def call_later(self, delay: float, callback: Any) -> Any:
+        raise AssertionError("plain TCP needs no timer")
 
 
 class Daemon:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lanchat_testing import TEST_PIN_MIN
+from lanchat_testing import TEST_PIN_MIN, PlainOwner
 
 from lanchat.protocol import discovery as disc
 from lanchat.protocol.chat import END_OF_INPUT
@@ -27,20 +27,6 @@ from lanchatd.transport import LineTransport
 
 T0 = 1_700_000_000.0
 CLOCK = r"\[\d\d:\d\d:\d\d\]"
-
-
-class _Owner:
-    """The transport's owner, for a harness that writes nothing back: a Telnet
-    command's answer (want_write) is not needed to drive the core."""
-
-    def want_write(self) -> None:
-        pass
-
-    def close(self, reason: str) -> None:
-        raise AssertionError(f"plain TCP closed the connection itself: {reason}")
-
-    def call_later(self, delay: float, callback: Any) -> Any:
-        raise AssertionError("plain TCP needs no timer")
 
 
 class Sim:
@@ -82,7 +68,7 @@ class Sim:
     def feed(self, cid: int, data: bytes) -> Effects:
         transport = self.transports.get(cid)
         if transport is None:
-            transport = self.transports[cid] = LineTransport(_Owner(),
+            transport = self.transports[cid] = LineTransport(PlainOwner(),
                                                              self.config.max_line_bytes)
         transport.data_received(data)
         return self.apply(self.core.receive(cid, transport.lines(1 << 30), self.now))

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from lanchat_testing import PlainOwner
 
 from lanchat import i18n
 from lanchat.protocol import chat, control, discovery, rules, telnet, text
@@ -594,20 +595,6 @@ def test_control_replies_encode_then_decode(reply: Any) -> None:
 # ---------------------------------------------------------------------- the daemon's core
 
 
-class _Owner:
-    """The transport's owner, for a harness that writes nothing back: a Telnet
-    command's answer (want_write) is not needed to drive the core."""
-
-    def want_write(self) -> None:
-        pass
-
-    def close(self, reason: str) -> None:
-        raise AssertionError(f"plain TCP closed the connection itself: {reason}")
-
-    def call_later(self, delay: float, callback: Any) -> Any:
-        raise AssertionError("plain TCP needs no timer")
-
-
 TEXT_DIALOGUE = b"123456\nalice\n"
 JSON_DIALOGUE = (b'{"type":"hello","versions":[1]}\n'
                  b'{"type":"join","pin":"123456","name":"alice"}\n')
@@ -626,7 +613,7 @@ def test_the_core_answers_any_bytes_without_raising(data: st.DataObject) -> None
     start = data.draw(st.sampled_from([None, TEXT_DIALOGUE, JSON_DIALOGUE]))
     stream = data.draw(streams(start))
     now = 0.0
-    transport = LineTransport(_Owner(), config.max_line_bytes)
+    transport = LineTransport(PlainOwner(), config.max_line_bytes)
     for chunk in [*data.draw(cuts(stream)), b""]:
         now += 0.25
         transport.data_received(chunk)
