@@ -87,6 +87,12 @@ class Sim:
         assert data == b"" or data.endswith(b"\n")
         return data.decode("utf-8").splitlines()
 
+    def forget(self, *cids: int) -> None:
+        """Drop what was sent to ``cids`` so far (greetings, joins, presences): the test
+        reads what comes after."""
+        for cid in cids:
+            self.raw(cid)
+
     def events(self, cid: int) -> list[dict[str, Any]]:
         """JSON events sent to ``cid`` since the last read (the greeting line skipped)."""
         return [json.loads(line) for line in self.raw(cid) if not line.startswith("LANCHAT/")]
@@ -202,7 +208,7 @@ def test_json_request_before_hello_is_a_bad_state_error() -> None:
 def test_plain_text_dialogue_pin_then_name_then_lines_are_messages() -> None:
     sim = Sim()
     cid = sim.connect()
-    sim.raw(cid)
+    sim.forget(cid)
     sim.line(cid, "12ab")
     assert sim.raw(cid) == ["! A room PIN is 4 to 12 digits (0-9).",
                             "Enter the PIN of the room you want to join:"]
@@ -277,8 +283,7 @@ def test_rooms_are_isolated_and_numbered_separately() -> None:
     sim = Sim()
     a1, a2 = sim.json_member("1111", "ann"), sim.json_member("1111", "al")
     b1, b2 = sim.json_member("2222", "ben"), sim.text_member("2222", "bo")
-    for cid in (a1, a2, b1, b2):
-        sim.raw(cid)
+    sim.forget(a1, a2, b1, b2)
     sim.send(a1, {"type": "say", "text": "in room 1111"})
     sim.send(b1, {"type": "say", "text": "in room 2222"})
     sim.send(b1, {"type": "say", "text": "again 2222"})
@@ -302,7 +307,7 @@ def test_join_and_leave_are_announced_and_the_last_leave_ends_the_room() -> None
     assert (presence["name"], presence["event"], presence.get("reason", "")) == (
         "bob", "leave", "")
     c = sim.text_member("1234", "carol")
-    sim.raw(a)
+    sim.forget(a)
     sim.apply(sim.core.disconnected(a, sim.now, "connection error: reset"))
     assert re.fullmatch(CLOCK + r" <-- alice left \(connection error: reset\)", sim.raw(c)[0])
     sim.apply(sim.core.disconnected(c, sim.now, "closed by client"))
@@ -317,7 +322,7 @@ def test_who_lists_the_room_sorted_ignoring_case() -> None:
     a = sim.json_member("1234", "bob")
     t = sim.text_member("1234", "Alice")
     sim.json_member("5678", "zed")
-    sim.raw(a)
+    sim.forget(a)
     sim.send(a, {"type": "who"})
     assert sim.events(a) == [{"type": "members", "room": "1234", "members": ["Alice", "bob"]}]
     sim.line(t, "/who")
@@ -329,8 +334,7 @@ def test_private_message_reaches_only_the_two_people() -> None:
     a = sim.json_member("1234", "alice")
     b = sim.text_member("1234", "bob")
     c = sim.json_member("1234", "carol")
-    for cid in (a, b, c):
-        sim.raw(cid)
+    sim.forget(a, b, c)
     sim.send(a, {"type": "msg", "to": "BOB", "text": "psst"})
     assert re.fullmatch(CLOCK + r" \(private\) alice -> bob: psst", sim.raw(b)[0])
     assert sim.events(a) == [{"type": "private", "ts": T0, "from": "alice", "to": "bob",
@@ -467,8 +471,7 @@ def test_standby_members_keep_chatting_newcomers_are_refused() -> None:
     t = sim.text_member("1234", "bob")
     waiting = sim.connect()  # connected, not joined yet
     sim.send(waiting, {"type": "hello", "versions": [1]})
-    for cid in (a, t, waiting):
-        sim.raw(cid)
+    sim.forget(a, t, waiting)
     sim.apply(sim.core.set_state("standby", "admin:root", sim.now))
     # Every connected client is told.
     (state,) = sim.events(a)
@@ -571,8 +574,7 @@ def test_stopped_refuses_messages_with_an_explicit_error() -> None:
     sim = Sim()
     a = sim.json_member("1234", "alice")
     t = sim.text_member("1234", "bob")
-    for cid in (a, t):
-        sim.raw(cid)
+    sim.forget(a, t)
     sim.apply(sim.core.set_state("stopped", "admin:root", sim.now))
     assert sim.events(a)[0]["state"] == "stopped"
     assert "Server is now stopped" in sim.raw(t)[0]
@@ -592,7 +594,7 @@ def test_stopped_refuses_messages_with_an_explicit_error() -> None:
     assert sim.raw(refused)[0].startswith("LANCHAT/1 stopped ")
     # Back to active: messages flow again.
     sim.apply(sim.core.set_state("active", "admin:root", sim.now))
-    sim.raw(t)
+    sim.forget(t)
     assert sim.events(a)[0]["state"] == "active"
     sim.line(t, "back")
     assert sim.events(a)[0]["text"] == "back"
@@ -620,8 +622,7 @@ def test_close_room_tells_members_why_and_removes_them() -> None:
     a = sim.json_member("1234", "alice")
     t = sim.text_member("1234", "bob")
     other = sim.json_member("5678", "carol")
-    for cid in (a, t, other):
-        sim.raw(cid)
+    sim.forget(a, t, other)
     sim.apply(sim.core.close_room("1234", "lesson over", "admin:teacher", sim.now))
     assert sim.events(a)[-1] == {"type": "bye", "reason": "room_closed",
                                  "message": "The room was closed by the administrator: "
@@ -642,8 +643,7 @@ def test_kick_tells_the_member_why_and_the_room_sees_the_leave() -> None:
     sim = Sim()
     a = sim.json_member("1234", "alice")
     b = sim.json_member("1234", "Bob")
-    sim.raw(a)
-    sim.raw(b)
+    sim.forget(a, b)
     sim.apply(sim.core.kick("1234", "bob", "spam", "admin:root", sim.now))
     assert sim.events(b) == [{"type": "bye", "reason": "kicked", "message":
                               "You were removed from the room by the administrator: spam",
@@ -664,8 +664,7 @@ def test_announce_to_one_room_or_to_all() -> None:
     sim = Sim()
     a = sim.json_member("1111", "alice")
     t = sim.text_member("2222", "bob")
-    for cid in (a, t):
-        sim.raw(cid)
+    sim.forget(a, t)
     sim.apply(sim.core.announce("pizza in 5", "1111", "admin:root", sim.now))
     assert sim.events(a) == [{"type": "notice", "ts": T0, "text": "pizza in 5",
                               "room": "1111"}]
@@ -687,8 +686,7 @@ def test_shutdown_says_goodbye_to_everyone() -> None:
     a = sim.json_member("1234", "alice")
     t = sim.text_member("1234", "bob")
     fresh = sim.connect()
-    for cid in (a, t, fresh):
-        sim.raw(cid)
+    sim.forget(a, t, fresh)
     sim.apply(sim.core.shutdown(sim.now))
     assert sim.events(a)[-1] == {"type": "bye", "reason": "shutdown",
                                  "message": "The server is shutting down."}
@@ -794,7 +792,7 @@ def test_a_line_too_long_is_an_error_and_the_connection_goes_on() -> None:
     sim = Sim(max_line_bytes=64)
     a = sim.json_member("1234", "alice")
     b = sim.json_member("1234", "bob")
-    sim.raw(a)
+    sim.forget(a)
     sim.feed(a, b'{"type":"say","text":"' + b"x" * 200 + b'"}\n')
     (error,) = sim.events(a)
     assert (error["code"], error["message"]) == (
@@ -818,8 +816,7 @@ def test_bad_utf8_and_bad_json_get_errors_then_a_disconnect() -> None:
     sim = Sim(max_errors=3)
     a = sim.json_member("1234", "alice")
     b = sim.json_member("1234", "bob")
-    sim.raw(a)
-    sim.raw(b)
+    sim.forget(a, b)
     sim.feed(a, b'{"type":"say","text":"\xff\xfe"}\n')
     assert sim.events(a)[0]["code"] == "bad_utf8"
     sim.feed(a, b"{nope\n")
@@ -847,7 +844,7 @@ def test_text_mode_bad_utf8_is_an_error_too() -> None:
 def test_endless_refused_joins_end_in_a_disconnect_not_an_endless_log() -> None:
     sim = Sim(max_errors=3, join_burst=1000)
     t = sim.connect()
-    sim.raw(t)
+    sim.forget(t)
     for _ in range(3):
         sim.line(t, "no pin")
         assert sim.raw(t)[-1] == "Enter the PIN of the room you want to join:"
@@ -873,8 +870,7 @@ def test_handshake_timeout_closes_a_connection_that_never_joins() -> None:
     chatty = sim.connect()
     sim.send(chatty, {"type": "hello", "versions": [1]})
     joins = sim.connect()
-    sim.raw(idle)
-    sim.raw(chatty)
+    sim.forget(idle, chatty)
     assert sim.core.next_deadline() == T0 + 5.0
     sim.advance(4.9)
     sim.line(joins, "1234")
@@ -894,10 +890,10 @@ def test_keepalive_ping_then_disconnect_when_unanswered() -> None:
     sim = Sim(keepalive_interval=30.0, keepalive_timeout=10.0)
     a = sim.json_member("1234", "alice")
     b = sim.json_member("1234", "bob")
-    sim.raw(a)
+    sim.forget(a)
     sim.advance(20)
     sim.send(a, {"type": "who"})  # alice is active; bob is silent
-    sim.raw(a)
+    sim.forget(a)
     sim.advance(10)  # 30 s: bob is pinged, alice is not (she spoke 10 s ago)
     assert sim.events(b) == [{"type": "ping", "token": "keepalive"}]
     assert sim.raw(a) == []
@@ -920,8 +916,7 @@ def test_flood_control_says_rate_limited() -> None:
     sim = Sim(message_rate=2.0, message_burst=3)
     a = sim.json_member("1234", "alice")
     b = sim.json_member("1234", "bob")
-    sim.raw(a)
-    sim.raw(b)
+    sim.forget(a, b)
     for i in range(5):
         sim.send(a, {"type": "say", "text": f"m{i}"})
     events = sim.events(a)
@@ -984,8 +979,7 @@ def test_overflow_disconnects_the_slow_reader_with_a_reason() -> None:
     sim = Sim(output_buffer_bytes=1000)
     a = sim.json_member("1234", "alice")
     slow = sim.json_member("1234", "slow")
-    sim.raw(a)
-    sim.raw(slow)
+    sim.forget(a, slow)
     sim.apply(sim.core.overflow(slow, sim.now))
     (bye,) = sim.events(slow)
     assert bye["reason"] == "slow_reader"
@@ -1145,8 +1139,7 @@ def test_a_step_of_the_wall_clock_moves_no_deadline_and_times_stay_wall_clock() 
     member = sim.connect()
     sim.send(member, {"type": "hello", "versions": [1]})
     sim.send(member, {"type": "join", "pin": "1234", "name": "ann"})
-    sim.raw(slow)
-    sim.raw(member)
+    sim.forget(slow, member)
     assert sim.core.next_deadline() == mono + 5.0
 
     def at(wall: float, monotonic: float) -> None:

@@ -30,7 +30,7 @@ def test_a_spent_bucket_means_no_lines_and_a_wait_not_an_error() -> None:
     for i in range(4):
         sim.send(a, {"type": "say", "text": f"m{i}"})
     assert sim.core.allowance(a, sim.now) == (0, pytest.approx(0.5))
-    sim.raw(a)
+    sim.forget(a)
     told = sim.apply(sim.core.lagging(a, sim.now))
     assert [e["code"] for e in sim.events(a) if e["type"] == "error"] == ["throttled"]
     assert not told.closes
@@ -43,7 +43,7 @@ def test_a_spent_bucket_means_no_lines_and_a_wait_not_an_error() -> None:
 def test_a_persistent_flooder_is_disconnected_with_a_reason() -> None:
     sim = Sim(message_rate=1.0, message_burst=2, flood_timeout=5.0)
     a = sim.json_member("1234", "alice")
-    sim.raw(a)
+    sim.forget(a)
     for step in range(7):  # a token a second, always spent at once: never refilled
         sim.send(a, {"type": "say", "text": f"x{step}"})
         sim.send(a, {"type": "say", "text": f"y{step}"})
@@ -117,8 +117,7 @@ def test_who_is_encoded_once_per_membership() -> None:
     sim = Sim()
     a = sim.json_member("1234", "alice")
     b = sim.json_member("1234", "bob")
-    sim.raw(a)
-    sim.raw(b)
+    sim.forget(a, b)
     first = sim.core.receive(a, [b'{"type":"who"}'], sim.now).sends[0][1]
     second = sim.core.receive(b, [b'{"type":"who"}'], sim.now).sends[0][1]
     assert first is second  # one shared bytes object
@@ -227,7 +226,7 @@ def test_a_refused_name_is_told_the_rule_it_broke_in_plain_text(
     sim.json_member("1234", "alice")
     cid = sim.connect("192.168.1.20")
     sim.line(cid, "1234")
-    sim.raw(cid)
+    sim.forget(cid)
     sim.line(cid, name)
     refusal, again = sim.raw(cid)
     assert refusal.startswith("! " + (english if lang == "en" else norwegian)), refusal
@@ -255,7 +254,7 @@ def test_no_member_line_has_the_shape_of_a_server_line() -> None:
     sim = Sim()
     alice = sim.text_member("1234", "alice")
     bob = sim.text_member("1234", "bob")
-    sim.raw(alice)
+    sim.forget(alice)
     sim.line(bob, "/me joined")
     sim.line(bob, "/me left (kicked: spam)")
     sim.line(bob, "--> carol joined")
