@@ -12,11 +12,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import pytest
-from lanchat_testing import Daemon
+from lanchat_testing import Daemon, JsonClient
 from test_client_support import client_env, run_client
 
 from lanchat.client import view
@@ -157,6 +159,18 @@ def in_room(term: Terminal) -> list[str]:
     return term.wait(lambda lines: "connected" in status_line(lines), "the joined status line")
 
 
+@contextmanager
+def ana_and_bob(daemon: Daemon, terminals: Callable[..., Terminal],
+                **terminal: Any) -> Iterator[tuple[Terminal, JsonClient]]:
+    """ana in the full-screen client (``terminal``: how ``terminals`` starts it), in room
+    1234; then bob, a program, joins her there."""
+    term = terminals(join_args(daemon, "ana"), **terminal)
+    in_room(term)
+    with daemon.json_client() as bob:
+        bob.join("1234", "bob")
+        yield term, bob
+
+
 def test_status_line_and_layout(daemon: Daemon, terminals: Callable[..., Terminal]) -> None:
     term = terminals(join_args(daemon, "ana"))
     lines = in_room(term)
@@ -180,10 +194,7 @@ def test_status_line_over_tls_says_nothing_more(daemon: Daemon,
 
 def test_incoming_message_does_not_break_a_half_typed_line(
         daemon: Daemon, terminals: Callable[..., Terminal]) -> None:
-    term = terminals(join_args(daemon, "ana"))
-    in_room(term)
-    with daemon.json_client() as bob:
-        bob.join("1234", "bob")
+    with ana_and_bob(daemon, terminals) as (term, bob):
         term.type("this is half typ")
         term.wait(lambda lines: input_line(lines).startswith("> this is half typ"),
                   "the typed text")
@@ -201,11 +212,8 @@ def test_incoming_message_does_not_break_a_half_typed_line(
 
 
 def test_resize_redraws_and_rewraps(daemon: Daemon, terminals: Callable[..., Terminal]) -> None:
-    term = terminals(join_args(daemon, "ana"), width=100, height=20)
-    in_room(term)
     long_text = "word " * 30 + "END"
-    with daemon.json_client() as bob:
-        bob.join("1234", "bob")
+    with ana_and_bob(daemon, terminals, width=100, height=20) as (term, bob):
         bob.say(long_text.strip())
         term.wait_text("END")
         term.type("draft")
@@ -225,10 +233,7 @@ def test_resize_redraws_and_rewraps(daemon: Daemon, terminals: Callable[..., Ter
 
 def test_mention_rings_the_bell_and_highlights(daemon: Daemon,
                                                terminals: Callable[..., Terminal]) -> None:
-    term = terminals(join_args(daemon, "ana"))
-    in_room(term)
-    with daemon.json_client() as bob:
-        bob.join("1234", "bob")
+    with ana_and_bob(daemon, terminals) as (term, bob):
         bob.say("no mention of anyone")
         term.wait_text("no mention of anyone")
         assert term.bells() == 0
@@ -252,10 +257,7 @@ def test_mention_rings_the_bell_and_highlights(daemon: Daemon,
 def test_scrollback_with_page_up_and_page_down(start_daemon: Callable[..., Daemon],
                                                terminals: Callable[..., Terminal]) -> None:
     daemon = start_daemon("[limits]\nmessage_rate = 1000.0\nmessage_burst = 100\n")
-    term = terminals(join_args(daemon, "ana"), height=12)
-    in_room(term)
-    with daemon.json_client() as bob:
-        bob.join("1234", "bob")
+    with ana_and_bob(daemon, terminals, height=12) as (term, bob):
         for i in range(40):
             bob.say(f"message number {i:02d}")
         term.wait_text("message number 39")
@@ -274,10 +276,7 @@ def test_scrollback_with_page_up_and_page_down(start_daemon: Callable[..., Daemo
 
 
 def test_commands_history_and_clear(daemon: Daemon, terminals: Callable[..., Terminal]) -> None:
-    term = terminals(join_args(daemon, "ana"))
-    in_room(term)
-    with daemon.json_client() as bob:
-        bob.join("1234", "bob")
+    with ana_and_bob(daemon, terminals) as (term, bob):
         term.type("/who")
         term.keys("Enter")
         term.wait_text("In room 1234: ana, bob")
@@ -501,10 +500,8 @@ def test_a_terminal_curses_cannot_drive_gets_line_mode_before_joining(
 ])
 def test_full_screen_loop_with_each_selector_and_polled_keys(
         daemon: Daemon, terminals: Callable[..., Terminal], selector: str, stdin: str) -> None:
-    term = terminals(join_args(daemon, "ana"), LANCHAT_SELECTOR=selector, LANCHAT_STDIN=stdin)
-    in_room(term)
-    with daemon.json_client() as bob:
-        bob.join("1234", "bob")
+    with ana_and_bob(daemon, terminals, LANCHAT_SELECTOR=selector,
+                     LANCHAT_STDIN=stdin) as (term, bob):
         term.type("typed while bob talks")
         term.wait(lambda lines: input_line(lines).startswith("> typed while bob talks"),
                   "the typed text")
@@ -554,10 +551,7 @@ def captures(request: pytest.FixtureRequest) -> Callable[[Terminal, str], list[s
 def test_tryout_long_lines_recall_and_a_pasted_page(
         daemon: Daemon, terminals: Callable[..., Terminal],
         captures: Callable[[Terminal, str], list[str]]) -> None:
-    term = terminals(join_args(daemon, "ana"))
-    in_room(term)
-    with daemon.json_client() as bob:
-        bob.join("1234", "bob")
+    with ana_and_bob(daemon, terminals) as (term, bob):
         bob.say("a long line from bob, " * 12 + "THE END")
         lines = term.wait_text("THE END")
         wrapped = [line for line in lines if "a long line from bob" in line]
