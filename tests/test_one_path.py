@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -62,16 +64,26 @@ MEMBERS = [(1, "tcpjson", LineTransport, False), (2, "tcptext", LineTransport, T
            (3, "toyjson", SemicolonTransport, False)]
 
 
-def test_a_request_the_table_does_not_allow_is_refused_on_every_transport_and_mode(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(states.CONN_ALLOWS, states.JOINED,
-                        states.CONN_ALLOWS[states.JOINED] - {"say"})
+@contextmanager
+def room_of_every_kind(tmp_path: Path) -> Iterator[Room]:
+    """A room where every one of MEMBERS has joined, what they were sent so far dropped;
+    the loop's activity log is closed after."""
     room = Room(tmp_path)
     try:
         for cid, name, factory, text in MEMBERS:
             room.member(cid, name, factory, text)
         for cid, _name, _factory, _text in MEMBERS:
             room.output(cid)
+        yield room
+    finally:
+        room.loop.activity.close()
+
+
+def test_a_request_the_table_does_not_allow_is_refused_on_every_transport_and_mode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(states.CONN_ALLOWS, states.JOINED,
+                        states.CONN_ALLOWS[states.JOINED] - {"say"})
+    with room_of_every_kind(tmp_path) as room:
         for cid, _name, _factory, text in MEMBERS:
             room.send(cid, b"hello from %d\n" % cid if text
                       else b'{"type":"say","text":"hello from %d"}\n' % cid)
@@ -85,24 +97,15 @@ def test_a_request_the_table_does_not_allow_is_refused_on_every_transport_and_mo
         assert "tcpjson, tcptext, toyjson" in room.output(2)
         room.send(3, b'{"type":"who"}\n')
         assert json.loads(room.output(3))["members"] == ["tcpjson", "tcptext", "toyjson"]
-    finally:
-        room.loop.activity.close()
 
 
 def test_with_the_table_whole_a_say_reaches_every_transport_and_mode(
         tmp_path: Path) -> None:
-    room = Room(tmp_path)
-    try:
-        for cid, name, factory, text in MEMBERS:
-            room.member(cid, name, factory, text)
-        for cid, _name, _factory, _text in MEMBERS:
-            room.output(cid)
+    with room_of_every_kind(tmp_path) as room:
         room.send(2, b"hi all\n")
         for cid, _name, _factory, text in MEMBERS:
             out = room.output(cid)
             assert ("tcptext: hi all" in out) if text else ('"text":"hi all"' in out)
-    finally:
-        room.loop.activity.close()
 
 
 def test_a_text_is_limited_in_what_is_delivered_after_normalising() -> None:
