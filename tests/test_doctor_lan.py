@@ -27,6 +27,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -297,23 +298,55 @@ def test_blocked_discovery_with_an_open_chat_port(tmp_path: Path) -> None:
         assert f"udp dport {DEFAULT_DISCOVERY_PORT} accept" in step
 
 
+MARKER_PORT = 9  # discard
+SEND_MARKER = """
+import socket, sys
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    s.sendto(b"marker", (sys.argv[1], int(sys.argv[2])))
+"""
+
+
 @contextmanager
-def capture(switch: str, port: str) -> Iterator[list[str]]:
-    """tcpdump on the switch's port of a machine: the packets that machine sends."""
+def capture(switch: str, port: str, machine: str, broadcast: str) -> Iterator[list[str]]:
+    """tcpdump on the switch's port of ``machine``: the packets that machine sends.
+
+    At the end the machine sends one more datagram, to ``broadcast``'s discard port, and
+    the capture ends once tcpdump has shown it: whatever the machine sent before it has
+    been shown too, however long the capture buffer held it (no fixed sleep).  That
+    marker is left out of the lines."""
     lines: list[str] = []
     proc = subprocess.Popen(["ip", "netns", "exec", switch, "tcpdump", "-i", port, "-n", "-l",
                              "-Q", "in", "-p"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    marker = f"> {broadcast}.{MARKER_PORT}: UDP"
     try:
         assert proc.stderr is not None
         said = [proc.stderr.readline() for _ in range(2)]  # "listening on ..." once it captures
         assert any("listening on" in line for line in said), said
+        reader.start()
         yield lines
     finally:
-        time.sleep(0.2)  # the last packets on their way through the capture buffer
+        if reader.is_alive():
+            sent = run_in(machine, [sys.executable, "-c", SEND_MARKER, broadcast,
+                                    str(MARKER_PORT)], env_with_repo())
+            assert sent.returncode == 0, sent.stderr
+            deadline = time.monotonic() + TIMEOUT
+            while not any(marker in line for line in lines):
+                assert time.monotonic() < deadline, f"tcpdump never showed the marker: {lines}"
+                time.sleep(0.05)  # the reader thread fills ``lines``; bounded by the deadline
         proc.terminate()
-        out, _err = proc.communicate(timeout=TIMEOUT)
-        lines.extend(out.splitlines())
+        if reader.is_alive():
+            reader.join(timeout=TIMEOUT)  # to the end of tcpdump's output
+        proc.communicate(timeout=TIMEOUT)
+        lines[:] = [line for line in lines if marker not in line]
 
 
 FLOW = re.compile(r" IP6? (?P<src>\S+)\.(?P<sport>\d+) > (?P<dst>\S+)\.(?P<dport>\d+): "
@@ -342,7 +375,7 @@ def test_a_standby_server(tmp_path: Path) -> None:
     with network(tmp_path) as (lan, daemons):
         lab_ns, cli_ns = simple_lan(lan)
         lab = start_daemon(daemons, tmp_path, lab_ns, "lab", "--initial-state", "standby")
-        with capture(lan.switch, "p-cli") as sent:
+        with capture(lan.switch, "p-cli", cli_ns, f"{A}.255") as sent:
             status, report, _text = doctor(cli_ns, tmp_path)
         # Nothing but the probes and the connects it reports left the machine.
         assert any(f".{DEFAULT_DISCOVERY_PORT}: UDP" in line for line in sent), sent
