@@ -13,6 +13,7 @@ same for the relay).  The figure is CPU microseconds per message, the best of
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -76,3 +77,38 @@ def _drop_output(loop: Loop) -> None:
         conn.pending = []
         conn.pending_bytes = 0
     loop.dirty.clear()
+
+
+def json_floor(*, lines: int = 600, batches: int = 50, repeats: int = 5,
+               size: int = 64) -> dict[str, Any]:
+    """CPU microseconds per ``say`` line for the least a server of JSON lines does in
+    CPython, as a reference for ``core_cost``: ``decode``, the bytes decoded to a string
+    and scanned by json's C scanner, nothing checked; ``decode_encode``, that and the
+    ``message`` line made for the room (its text escaped by json's C escaper, room, seq,
+    time and sender put around it), nothing checked, numbered or logged."""
+    scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[attr-defined]
+    escape = json.encoder.encode_basestring
+    chunk = [say_line(payload_text(0, n, size)) for n in range(lines)]
+
+    def decode() -> None:
+        for line in chunk:
+            scan(line.decode(), 0)
+
+    head = '{"type":"message","room":"123456","seq":'
+    middle = ',"ts":1795244423.491,"from":"m1","text":'
+
+    def decode_encode() -> None:
+        for seq, line in enumerate(chunk):
+            obj = scan(line.decode(), 0)[0]
+            (head + str(seq) + middle + escape(obj["text"]) + "}\n").encode()
+
+    out = {}
+    for name, work in (("decode", decode), ("decode_encode", decode_encode)):
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.process_time()
+            for _ in range(batches):
+                work()
+            best = min(best, time.process_time() - t0)
+        out[f"{name}_us_per_line"] = round(best / (lines * batches) * 1e6, 2)
+    return out

@@ -199,7 +199,7 @@ class Suite:
     def micro(self) -> None:
         self.say("micro: lanchatd's CPU per room message, without sockets")
         figures = {f"{m}_members": micro.core_cost(members=m) for m in (51, 3)}
-        self.results["micro"] = {"best": figures}
+        self.results["micro"] = {"best": figures, "json_floor": micro.json_floor()}
         for name, f in figures.items():
             self.say(f"  {name}: {f['us_per_message']} us per message")
 
@@ -320,6 +320,12 @@ class Suite:
                     f"{f['members']} members", "us", f["us_per_message"],
                     target="<= 2.5 us" if three else "",
                     holds=f["us_per_message"] <= 2.5 if three else None)
+            floor = res["micro"].get("json_floor")
+            if floor:
+                row("", "JSON line decoded, nothing else (reference)", "us",
+                    floor["decode_us_per_line"])
+                row("", "decoded and a message line encoded (reference)", "us",
+                    floor["decode_encode_us_per_line"])
         return rows
 
 
