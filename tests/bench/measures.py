@@ -424,17 +424,14 @@ def startup(kind: str, *, runs: int = 10, tmp: Path | None = None) -> dict[str, 
     lanchatd's starts share one state directory, as a daemon's starts do: an untimed
     first start makes the TLS key and the server id there (``first_start_ms``, once:
     the key is made by a child that imports ``cryptography``), and the timed starts
-    load them.
+    load them.  lanchatd runs from a copy of the checkout's packages laid out as pip
+    installs them (``installed_copy``).
     """
     ready: list[float] = []
     notified: list[float] = []
     first: list[float] = []
-    if kind != "relay":
-        # Bytecode as an installed package has it (pip compiles it at install): a checkout
-        # run with PYTHONDONTWRITEBYTECODE set would compile every module at every start.
-        for package in ("lanchat", "lanchatd"):
-            compileall.compile_dir(str(REPO / package), quiet=1)
     with tempfile.TemporaryDirectory(dir=tmp) as base:
+        site = installed_copy(Path(base) / "site") if kind != "relay" else ""
         state = str(Path(base) / "state")
         for i in range(runs if kind == "relay" else runs + 1):
             where = Path(base) / f"s{i}"
@@ -464,7 +461,8 @@ def startup(kind: str, *, runs: int = 10, tmp: Path | None = None) -> dict[str, 
 
             thread = threading.Thread(target=listen, daemon=True)
             thread.start()
-            daemon = Lanchatd(where, BENCH_CONFIG, env={"NOTIFY_SOCKET": path},
+            daemon = Lanchatd(where, BENCH_CONFIG, env={"NOTIFY_SOCKET": path,
+                                                         "PYTHONPATH": site},
                               args=["--state-dir", state])
             t0 = time.monotonic()
             try:
@@ -489,6 +487,25 @@ def startup(kind: str, *, runs: int = 10, tmp: Path | None = None) -> dict[str, 
                    notify_max_ms=round(max(notified), 1) if notified else None,
                    notify_missing=runs - len(notified))
     return out
+
+
+def installed_copy(site: Path) -> str:
+    """The checkout's ``lanchat`` and ``lanchatd`` copied into ``site`` as ``pip install``
+    leaves them: bytecode compiled (pip compiles it at install; a checkout run with
+    PYTHONDONTWRITEBYTECODE would compile every module at every start) and the message
+    catalogues compiled to ``.mo`` (setup.py's build step; a checkout has only the
+    ``.po``, which the daemon then compiles in memory at every start).  Returns the path
+    for PYTHONPATH."""
+    import shutil
+
+    from lanchat import msgfmt
+
+    for package in ("lanchat", "lanchatd"):
+        shutil.copytree(REPO / package, site / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.po", "*.mo"))
+        compileall.compile_dir(str(site / package), quiet=1)
+    msgfmt.compile_tree(REPO / "lanchat" / "locale", site / "lanchat" / "locale")
+    return str(site)
 
 
 def check_clean(name: str, figures: dict[str, Any]) -> list[str]:
