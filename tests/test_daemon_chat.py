@@ -270,6 +270,50 @@ def test_history_zero_disables_it(start_daemon: Callable[..., Daemon]) -> None:
     assert late.recv_type("message")["text"] == "after"
 
 
+def test_a_join_sent_with_the_hello_is_answered_after_the_welcome(
+        start_daemon: Callable[..., Daemon]) -> None:
+    """The lanchat client sends its join right after its hello, without waiting for the
+    welcome: the answers come in order, welcome, joined, the history, and the room hears
+    the newcomer once."""
+    daemon = start_daemon(MANY_JOINS)
+    alice = JsonClient(daemon.tcp)
+    alice.join("2468", "alice")
+    alice.say("before you came")
+    nc = Nc(daemon.tcp)
+    assert (nc.line() or "").startswith("LANCHAT/1 ready")
+    nc.sock.sendall(b'{"type":"hello","versions":[1]}\n'
+                    b'{"type":"join","pin":"2468","name":"bob"}\n')
+    events = [json.loads(nc.line() or "null") for _ in range(3)]
+    assert [e["type"] for e in events] == ["welcome", "joined", "message"], events
+    assert events[1]["members"] == ["alice", "bob"]
+    assert events[2]["text"] == "before you came" and events[2]["history"] is True
+    presence = alice.recv_until(lambda e: e["type"] == "presence")
+    assert (presence["name"], presence["event"]) == ("bob", "join")
+    nc.close()
+
+
+def test_a_join_sent_with_a_refused_hello_is_not_served(daemon: Daemon) -> None:
+    """No version in common: the error and the goodbye, then the close; the join that
+    came with the hello never reaches the room."""
+    alice = JsonClient(daemon.tcp)
+    alice.join("2468", "alice")
+    nc = Nc(daemon.tcp)
+    assert (nc.line() or "").startswith("LANCHAT/1 ready")
+    nc.sock.sendall(b'{"type":"hello","versions":[2]}\n'
+                    b'{"type":"join","pin":"2468","name":"bob"}\n')
+    error = json.loads(nc.line() or "null")
+    assert (error["type"], error["code"], error["ref"]) == ("error", "unsupported_version",
+                                                            "hello")
+    bye = json.loads(nc.line() or "null")
+    assert (bye["type"], bye["reason"]) == ("bye", "unsupported_version")
+    assert nc.line() is None
+    nc.close()
+    alice.say("anyone?")
+    seen: list[dict[str, Any]] = []
+    alice.recv_until(lambda e: e.get("text") == "anyone?" or bool(seen.append(e)))
+    assert not [e for e in seen if e["type"] == "presence"], seen
+
+
 # --------------------------------------------------------------------- names and PINs
 
 
