@@ -34,9 +34,9 @@ def joined_session(pin: str = "1234", name: str = "ci", now: float = 0.0,
     session = s.Session(pin=pin, name=name, rng=lambda: 0.5)
     assert session.wants_connect(now)
     session.connecting(now)
-    session.connection_made(now)
+    session.connection_made(now, join_early=True)
     session.receive_data(GREETING, now)
-    # PIN and name known: the join goes with the hello (one round trip fewer).
+    # PIN and name known, server proven: the join goes with the hello (a round trip fewer).
     hello, join = sent(session)
     assert hello["type"] == "hello" and join == {"type": "join", "pin": pin, "name": name}
     session.receive_data(welcome(**welcome_kw), now)
@@ -375,7 +375,7 @@ def test_a_malformed_pin_is_not_sent_but_asked_again_after_the_welcome() -> None
     refused by the client itself, once the welcome has told it the server's rules."""
     session = s.Session(pin="12a4", name="bob")
     session.connecting(0.0)
-    session.connection_made(0.0)
+    session.connection_made(0.0, join_early=True)
     session.receive_data(GREETING, 0.0)
     assert [m["type"] for m in sent(session)] == ["hello"]
     events = session.receive_data(welcome(pin_min=4, pin_max=8), 0.0)
@@ -384,12 +384,24 @@ def test_a_malformed_pin_is_not_sent_but_asked_again_after_the_welcome() -> None
     assert sent(session) == [] and session.phase == s.NEED_CREDENTIALS
 
 
+def test_the_pin_and_name_wait_for_the_welcome_unless_the_server_is_proven() -> None:
+    """A server not yet proven (first contact, plain text, an address typed by hand) may be
+    an impostor: the PIN and name wait for its welcome, whose server id is checked."""
+    session = s.Session(pin="1234", name="bob")
+    session.connecting(0.0)
+    session.connection_made(0.0)
+    session.receive_data(GREETING, 0.0)
+    assert [m["type"] for m in sent(session)] == ["hello"]
+    session.receive_data(welcome(), 0.0)
+    assert sent(session) == [{"type": "join", "pin": "1234", "name": "bob"}]
+
+
 def test_no_common_version_ends_the_session_with_the_join_sent_alongside() -> None:
     """The hello is refused (no version in common): the join sent with it is not
     served, and the session ends with the server's reason, not as a refused join."""
     session = s.Session(pin="1234", name="bob")
     session.connecting(0.0)
-    session.connection_made(0.0)
+    session.connection_made(0.0, join_early=True)
     session.receive_data(GREETING, 0.0)
     assert [m["type"] for m in sent(session)] == ["hello", "join"]
     message = "This server speaks protocol versions 2."

@@ -214,7 +214,7 @@ class ChatClient:
                 self._securing_until = self.clock() + self.connect_timeout
                 self._secure_progress([])
                 return
-        self.emit(self.session.connection_made(self.clock()))
+        self.emit(self.session.connection_made(self.clock(), join_early=self._proven()))
         self.flush()
 
     # ------------------------------------------------------------------ I/O
@@ -271,7 +271,7 @@ class ChatClient:
         events: list[UiEvent] = []
         if self.secure.ready and not was_ready:
             self._securing_until = None
-            events += self.session.connection_made(self.clock())
+            events += self.session.connection_made(self.clock(), join_early=self._proven())
         if plain:
             events += self.session.receive_data(plain, self.clock())
         if not data:
@@ -280,6 +280,10 @@ class ChatClient:
                 self._close()
         if self._verify(events):
             self._secure_progress(events)
+
+    def _proven(self) -> bool:
+        """Whether the PIN and name may go before the welcome's server id is checked."""
+        return self.secure is None or (self.secure.encrypted and self.secure.proven)
 
     def _verify(self, events: list[UiEvent]) -> bool:
         """Check the welcome's server id before anything more is written or shown."""

@@ -18,7 +18,9 @@ How it decides between TLS and plain text (``mode``):
 When the pin is checked (``lanchat.client.pinning``): at the end of the handshake when
 the server id is known beforehand (from discovery or the last server joined), and in
 any case on the ``welcome``, which names the server id, before the session's ``join``
-(the PIN and the name) is written: ``ChatClient`` asks ``check_welcome`` first.  A
+(the PIN and the name) is written: ``ChatClient`` asks ``check_welcome`` first.  Only
+when the handshake showed the key already remembered for the expected id (``proven``)
+may the join go with the hello, before the welcome.  A
 plain-text connection to a server id known to speak TLS is refused the same way.
 """
 
@@ -62,6 +64,7 @@ class SecureStep:
         self.fingerprint: str | None = None
         self.ready = False          # the session may be told the connection is made
         self.verified = False       # the welcome's server id was checked
+        self.proven = False         # the handshake's key is the one remembered for the id
         self._auto_until: float | None = None
         self._early = b""           # what a plain server said while we waited
 
@@ -73,6 +76,7 @@ class SecureStep:
         self.encrypted = False
         self.fingerprint = None
         self.verified = False
+        self.proven = False
         self._early = b""
         self._auto_until = None
         if self.mode == "plain":
@@ -133,7 +137,8 @@ class SecureStep:
             self.encrypted = True
             self.ready = True
             if self.expected_id is not None:
-                self._check(self.expected_id, self.name)
+                # No sentence back: the id was known and this is its key.
+                self.proven = self._check(self.expected_id, self.name) is None
         return plain
 
     def outgoing(self, data: bytes) -> bytes:
@@ -153,12 +158,14 @@ class SecureStep:
         if self.expected_id is None:
             self.expected_id = welcome.server_id  # reconnects check at the handshake
 
-    def _check(self, server_id: str, name: str) -> None:
+    def _check(self, server_id: str, name: str) -> str | None:
+        """Raises pinning.Refused; returns the first-contact sentence said, if any."""
         presented = self.fingerprint if self.encrypted else None
         message = pinning.check(self.known, server_id, presented, insecure=self.insecure,
                                 name=name)
         if message:
             self.say(message)
+        return message
 
     def close(self) -> bytes:
         """Our goodbye (close_notify) to write before closing, if any."""

@@ -16,9 +16,13 @@ the client's (``Delivered``, ``Disconnected``...).  Bytes to write are taken wit
 
 The handshake per connection: the server's greeting, our ``hello``, its ``welcome``
 (which carries the PIN length rule, the line limit and the rate limit), our ``join``,
-its ``joined``.  When the PIN and name are known and well-formed, the ``join`` goes
-with the ``hello`` (the protocol allows a command right after the hello): one round
-trip fewer, and the server answers both at once.  Without a PIN or name the session
+its ``joined``.  When the PIN and name are known and well-formed and the driver says
+the server is already proven to be the one meant (``connection_made(now,
+join_early=True)``: no TLS step, or a key matching the remembered one at the end of
+the handshake), the ``join`` goes with the ``hello`` (the protocol allows a command
+right after the hello): one round trip fewer, and the server answers both at once.
+Otherwise the PIN and name wait for the ``welcome``, whose server id the driver checks
+first.  Without a PIN or name the session
 stops at ``NEED_CREDENTIALS`` after the welcome and the interface asks the person.
 
 Messages are never dropped.  ``submit`` appends to a queue; one message at a time is
@@ -275,6 +279,7 @@ class Session:
         self._held_stopped = False
         self._bucket: _Bucket | None = None
         self._join_retry_at: float | None = None
+        self._join_early = False  # this connection's server is proven: join with the hello
         self._join_retries = 0
         # Why the session is not in the room right now (the last drop or refusal), for
         # the interface to say while it waits; None once joined.
@@ -351,8 +356,11 @@ class Session:
         self._phase_deadline = None
         return [Connecting(self.attempt)]
 
-    def connection_made(self, now: float) -> list[UiEvent]:
+    def connection_made(self, now: float, *, join_early: bool = False) -> list[UiEvent]:
+        """A connection is open.  ``join_early``: the driver knows this is the server
+        meant, so the PIN and name may go with the hello, before the welcome."""
         self.phase = GREETING
+        self._join_early = join_early
         self.codec = chat.ClientCodec()
         self._out.clear()
         self._bye = None
@@ -572,8 +580,10 @@ class Session:
     def _can_pipeline_join(self) -> bool:
         """Whether the join may go right after the hello: a PIN and name that are
         well-formed (else the person is asked after the welcome, which carries the
-        server's rules), and no wait before a retry of the join."""
-        if self.pin is None or self.name is None or self._join_retry_at is not None:
+        server's rules), a server already proven (else its welcome is checked first),
+        and no wait before a retry of the join."""
+        if not self._join_early or self.pin is None or self.name is None \
+                or self._join_retry_at is not None:
             return False
         try:
             chat.Join(self.pin, self.name)
