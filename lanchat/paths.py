@@ -28,10 +28,9 @@ import stat
 import sys
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from lanchat.protocol.record import Record
+from lanchat.protocol.record import Record, record
 
 APP_NAME = "lanchat"
 SOCKET_NAME = "control.sock"
@@ -146,7 +145,7 @@ def configured_control_socket(path: str) -> str | None:
     return value if isinstance(value, str) and value and "\0" not in value else None
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class SocketChoice(Record):  # eq, hash, repr: Record
     """The socket lanchatctl will use, where that choice came from, and what it tried."""
 

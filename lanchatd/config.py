@@ -17,12 +17,12 @@ import sys
 import types
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Callable
 
 from lanchat import i18n, paths
 from lanchat.protocol import vocabulary
-from lanchat.protocol.record import Record
+from lanchat.protocol.record import Record, record
 from lanchat.protocol.vocabulary import SERVER_STATES
 
 DEFAULT_DISCOVERY_ALLOW: tuple[str, ...] = (
@@ -41,7 +41,7 @@ def _key(section: str, doc: str, *, reloadable: bool = False) -> Any:
     return {"section": section, "doc": doc, "reloadable": reloadable}
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Config(Record):  # equality, hash, repr: Record
     # [server]
     name: str = field(default="", metadata=_key(

@@ -20,10 +20,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from lanchat.i18n import N_
-from lanchat.protocol.record import Record
+from lanchat.protocol.record import Record, record
 from lanchat.protocol.vocabulary import ConnState, ServerState
 
 ACTIVE = ServerState.ACTIVE
@@ -31,7 +29,7 @@ STANDBY = ServerState.STANDBY
 STOPPED = ServerState.STOPPED
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class StateRules(Record):  # eq, hash, repr: Record
     accepts_connections: bool
     allows_joins: bool

@@ -24,10 +24,9 @@ import datetime
 import os
 import socket
 import ssl
-from dataclasses import dataclass
 
 from lanchat.protocol import fingerprint
-from lanchat.protocol.record import Record
+from lanchat.protocol.record import Record, record
 
 KEY_FILE = "tls-key.pem"
 CERT_FILE = "tls-cert.pem"
@@ -38,7 +37,7 @@ class TlsSetupError(Exception):
     """The key or certificate cannot be made or loaded; the message says which file."""
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Identity(Record):  # eq, hash, repr: Record
     cert_path: str
     key_path: str

@@ -30,12 +30,12 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from typing import Any, Callable, ClassVar, TypeVar, Union
 
 from lanchat.protocol import rules, vocabulary
 from lanchat.protocol.errors import N_, LocalProtocolError, RemoteProtocolError
-from lanchat.protocol.record import Record
+from lanchat.protocol.record import Record, record
 from lanchat.protocol.telnet import edit_line
 from lanchat.protocol.vocabulary import ErrorCode, LocalCode
 
@@ -69,7 +69,7 @@ def _need(cond: bool, what: str) -> None:
 # --------------------------------------------------------------------------- events
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Event(Record):
     """The base of every event (equality, hash and repr: ``lanchat.protocol.record``)."""
 
@@ -104,7 +104,7 @@ def _wire_fields(cls: type) -> tuple[tuple[str, str, bool], ...]:
 # ---- client to server
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Hello(Event):
     TYPE: ClassVar[str] = "hello"
     versions: tuple[int, ...] = SUPPORTED_VERSIONS
@@ -125,7 +125,7 @@ class Hello(Event):
               N_("hello.lang must be a language code of at most 35 characters."))
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Join(Event):
     TYPE: ClassVar[str] = "join"
     pin: str
@@ -136,7 +136,7 @@ class Join(Event):
         object.__setattr__(self, "name", _validated(lambda: rules.normalize_name(self.name)))
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Say(Event):
     TYPE: ClassVar[str] = "say"
     text: str
@@ -147,7 +147,7 @@ class Say(Event):
         _need(isinstance(self.action, bool), N_("say.action must be true or false."))
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class PrivateSay(Event):
     TYPE: ClassVar[str] = "msg"
     to: str
@@ -158,12 +158,12 @@ class PrivateSay(Event):
         object.__setattr__(self, "text", _validated(lambda: rules.check_text(self.text)))
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Who(Event):
     TYPE: ClassVar[str] = "who"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Quit(Event):
     TYPE: ClassVar[str] = "quit"
 
@@ -171,7 +171,7 @@ class Quit(Event):
 # ---- both directions
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Ping(Event):
     TYPE: ClassVar[str] = "ping"
     token: str = ""
@@ -181,7 +181,7 @@ class Ping(Event):
               N_("ping.token must be a string of at most 64 characters."))
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Pong(Event):
     TYPE: ClassVar[str] = "pong"
     token: str = ""
@@ -194,7 +194,7 @@ class Pong(Event):
 # ---- client side only (plain-text mode)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class TextLine(Event):
     """One line from a plain-text client (its mode has no typed requests)."""
 
@@ -202,7 +202,7 @@ class TextLine(Event):
     text: str
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class ConnectionClosed(Event):
     """The peer closed its side (end of file)."""
 
@@ -212,7 +212,7 @@ class ConnectionClosed(Event):
 # ---- server to client
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Greeting(Event):
     TYPE: ClassVar[str] = "greeting"
     version: int
@@ -223,7 +223,7 @@ class Greeting(Event):
         return f"{GREETING_MAGIC}{self.version} {self.status} {self.text}"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Welcome(Event):
     TYPE: ClassVar[str] = "welcome"
     version: int
@@ -238,7 +238,7 @@ class Welcome(Event):
     burst: int = 0  # messages a member may send at once before the rate applies
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Joined(Event):
     TYPE: ClassVar[str] = "joined"
     room: str
@@ -247,7 +247,7 @@ class Joined(Event):
     state: str = "active"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Message(Event):
     TYPE: ClassVar[str] = "message"
     room: str
@@ -259,7 +259,7 @@ class Message(Event):
     history: bool = False
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Private(Event):
     TYPE: ClassVar[str] = "private"
     ts: float
@@ -268,7 +268,7 @@ class Private(Event):
     text: str
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Presence(Event):
     TYPE: ClassVar[str] = "presence"
     room: str
@@ -278,14 +278,14 @@ class Presence(Event):
     reason: str = ""
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Members(Event):
     TYPE: ClassVar[str] = "members"
     room: str
     members: tuple[str, ...]
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class StateChanged(Event):
     TYPE: ClassVar[str] = "state"
     state: str
@@ -293,7 +293,7 @@ class StateChanged(Event):
     text: str = ""
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Notice(Event):
     TYPE: ClassVar[str] = "notice"
     ts: float
@@ -301,7 +301,7 @@ class Notice(Event):
     room: str | None = None
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Error(Event):
     TYPE: ClassVar[str] = "error"
     code: str
@@ -309,7 +309,7 @@ class Error(Event):
     ref: str = ""  # the type of the request that failed, when known
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Bye(Event):
     TYPE: ClassVar[str] = "bye"
     reason: str
@@ -317,7 +317,7 @@ class Bye(Event):
     detail: str = ""  # the administrator's own words for a kick or a closed room
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Unknown(Event):
     """A server event of a type this client does not know (newer server): ignore it."""
 

@@ -40,12 +40,13 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from typing import Any, Callable, ClassVar, Union
 
 from lanchat.protocol import rules
 from lanchat.protocol.chat import PIN_MAX_DIGITS, LineReader
 from lanchat.protocol.errors import N_, LocalProtocolError, RemoteProtocolError
+from lanchat.protocol.record import Record, record
 from lanchat.protocol.vocabulary import SERVER_STATES
 
 PROTOCOL_VERSION = 1
@@ -157,8 +158,8 @@ def _check_reason(reason: object) -> str:
 # --------------------------------------------------------------------------- requests
 
 
-@dataclass(frozen=True)
-class Request:
+@record
+class Request(Record):
     """A request from the client.  Subclasses name their ``CMD`` and validate fields."""
 
     CMD: ClassVar[str] = ""
@@ -173,7 +174,7 @@ class Request:
         return out
 
 
-@dataclass(frozen=True)
+@record
 class Hello(Request):
     """The version check; must be the first request of a connection."""
 
@@ -195,19 +196,19 @@ class Hello(Request):
         return out
 
 
-@dataclass(frozen=True)
+@record
 class Status(Request):
     """Everything the dashboard shows."""
 
     CMD: ClassVar[str] = "status"
 
 
-@dataclass(frozen=True)
+@record
 class Rooms(Request):
     CMD: ClassVar[str] = "rooms"
 
 
-@dataclass(frozen=True)
+@record
 class Users(Request):
     """The members of one room, or of every room when ``room`` is None."""
 
@@ -219,7 +220,7 @@ class Users(Request):
             _check_pin(self.room)
 
 
-@dataclass(frozen=True)
+@record
 class SetState(Request):
     CMD: ClassVar[str] = "set_state"
     state: str = ""
@@ -229,7 +230,7 @@ class SetState(Request):
               states=", ".join(STATES), value=self.state)
 
 
-@dataclass(frozen=True)
+@record
 class CloseRoom(Request):
     CMD: ClassVar[str] = "close"
     room: str = ""
@@ -240,7 +241,7 @@ class CloseRoom(Request):
         object.__setattr__(self, "reason", _check_reason(self.reason))
 
 
-@dataclass(frozen=True)
+@record
 class Kick(Request):
     CMD: ClassVar[str] = "kick"
     room: str = ""
@@ -253,7 +254,7 @@ class Kick(Request):
         object.__setattr__(self, "reason", _check_reason(self.reason))
 
 
-@dataclass(frozen=True)
+@record
 class Announce(Request):
     """A notice to every room, or to one room."""
 
@@ -267,7 +268,7 @@ class Announce(Request):
             _check_pin(self.room)
 
 
-@dataclass(frozen=True)
+@record
 class Log(Request):
     """The last ``n`` activity-log entries (all kept, when None); ``follow`` streams."""
 
@@ -281,14 +282,14 @@ class Log(Request):
         _need(isinstance(self.follow, bool), N_("log.follow must be true or false."))
 
 
-@dataclass(frozen=True)
+@record
 class Reload(Request):
     """Re-read the configuration file, as SIGHUP does."""
 
     CMD: ClassVar[str] = "reload"
 
 
-@dataclass(frozen=True)
+@record
 class Cancel(Request):
     """End this connection's stream (log follow)."""
 
@@ -305,14 +306,14 @@ COMMANDS: tuple[str, ...] = tuple(REQUEST_TYPES)
 # --------------------------------------------------------------------------- replies
 
 
-@dataclass(frozen=True)
-class Ok:
+@record
+class Ok(Record):
     id: int | None
     result: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Failure:
+@record
+class Failure(Record):
     id: int | None
     code: Code
     message: str
@@ -321,16 +322,16 @@ class Failure:
         _need(isinstance(self.code, Code), "Failure.code must be a Code.")
 
 
-@dataclass(frozen=True)
-class StreamItem:
+@record
+class StreamItem(Record):
     """One activity-log entry of a running stream."""
 
     id: int | None
     entry: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class StreamEnd:
+@record
+class StreamEnd(Record):
     """The daemon ended the stream (``reason``: cancelled or shutdown)."""
 
     id: int | None
@@ -338,16 +339,16 @@ class StreamEnd:
     message: str = ""
 
 
-@dataclass(frozen=True)
-class Incoming:
+@record
+class Incoming(Record):
     """A request received by the daemon, with the id to answer it with."""
 
     id: int
     request: Request
 
 
-@dataclass(frozen=True)
-class ConnectionClosed:
+@record
+class ConnectionClosed(Record):
     """The peer closed its side (end of file)."""
 
 

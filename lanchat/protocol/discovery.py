@@ -19,12 +19,11 @@ the daemon a reflector).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from lanchat.protocol import fingerprint, vocabulary
 from lanchat.protocol.chat import STATES
 from lanchat.protocol.errors import LocalProtocolError, RemoteProtocolError
-from lanchat.protocol.record import Record
+from lanchat.protocol.record import Record, record
 from lanchat.protocol.vocabulary import LocalCode
 
 DEFAULT_PORT = vocabulary.DISCOVERY_PORT  # the UDP discovery port
@@ -36,12 +35,12 @@ MAX_NONCE = 64
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class LegacyProbe(Record):
     pass
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Probe(Record):
     nonce: str
     version: int = DISCOVERY_VERSION
@@ -54,7 +53,7 @@ class Probe(Record):
             raise LocalProtocolError(LocalCode.BAD_PROBE, "version must be a positive integer.")
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Announce(Record):
     nonce: str
     server_id: str

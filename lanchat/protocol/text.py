@@ -17,12 +17,11 @@ once for every member.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable, Union
 
 from lanchat.protocol import chat, rules
 from lanchat.protocol.errors import N_, LocalProtocolError
-from lanchat.protocol.record import Record
+from lanchat.protocol.record import Record, record
 from lanchat.protocol.vocabulary import ErrorCode
 
 Gettext = Callable[[str], str]
@@ -152,7 +151,7 @@ class Help:
     pass
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Lang(Record):  # eq, hash, repr: Record
     """``/lang CODE``: speak to me in this language (``/lang`` alone: which are there)."""
 

@@ -16,10 +16,9 @@ import ipaddress
 import os
 import time
 import zlib
-from dataclasses import dataclass
 from typing import Callable, Final, Protocol
 
-from lanchat.protocol.record import Record
+from lanchat.protocol.record import Record, record
 
 #: Seconds a request may take to arrive whole (the default of http_request_timeout).
 REQUEST_TIMEOUT: Final = 10.0
@@ -165,7 +164,7 @@ def host_allowed(value: bytes, names: frozenset[str]) -> bool:
     return True
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class StaticFile(Record):  # eq, hash, repr: Record
     body: bytes
     content_type: str
