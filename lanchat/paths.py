@@ -146,7 +146,7 @@ def configured_control_socket(path: str) -> str | None:
 
 
 @record
-class SocketChoice(Record):  # eq, hash, repr: Record
+class SocketChoice(Record):
     """The socket lanchatctl will use, where that choice came from, and what it tried."""
 
     path: str

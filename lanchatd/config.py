@@ -42,7 +42,7 @@ def _key(section: str, doc: str, *, reloadable: bool = False) -> Any:
 
 
 @record
-class Config(Record):  # equality, hash, repr: Record
+class Config(Record):
     # [server]
     name: str = field(default="", metadata=_key(
         "server", "Server name shown to clients; empty means the host name.", reloadable=True))

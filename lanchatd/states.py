@@ -30,7 +30,7 @@ STOPPED = ServerState.STOPPED
 
 
 @record
-class StateRules(Record):  # eq, hash, repr: Record
+class StateRules(Record):
     accepts_connections: bool
     allows_joins: bool
     allows_messages: bool

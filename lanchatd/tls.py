@@ -38,7 +38,7 @@ class TlsSetupError(Exception):
 
 
 @record
-class Identity(Record):  # eq, hash, repr: Record
+class Identity(Record):
     cert_path: str
     key_path: str
     fingerprint: str

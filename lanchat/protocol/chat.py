@@ -71,7 +71,7 @@ def _need(cond: bool, what: str) -> None:
 
 @record
 class Event(Record):
-    """The base of every event (equality, hash and repr: ``lanchat.protocol.record``)."""
+    """The base of every event (a frozen ``@record``: ``lanchat.protocol.record``)."""
 
     TYPE: ClassVar[str] = ""
 

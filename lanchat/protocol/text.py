@@ -152,7 +152,7 @@ class Help:
 
 
 @record
-class Lang(Record):  # eq, hash, repr: Record
+class Lang(Record):
     """``/lang CODE``: speak to me in this language (``/lang`` alone: which are there)."""
 
     code: str

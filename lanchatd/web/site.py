@@ -165,7 +165,7 @@ def host_allowed(value: bytes, names: frozenset[str]) -> bool:
 
 
 @record
-class StaticFile(Record):  # eq, hash, repr: Record
+class StaticFile(Record):
     body: bytes
     content_type: str
     etag: bytes  # a strong validator: the body's hash, quoted
